@@ -1,0 +1,27 @@
+# `make demo` and `make test` bootstrap .venv from pyproject.toml on a fresh machine.
+PY := .venv/bin/python
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test test-tf test-jax clean
+
+.venv/installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: .venv/installed
+	$(PY) -m zoo.cli report
+
+test: test-tf test-jax
+
+test-tf: .venv/installed
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -x tests
+
+# Losses and methods again on JAX: the same fit() must run on every backend.
+test-jax: .venv/installed
+	KERAS_BACKEND=jax $(PY) -m pytest -q -x -m multibackend tests
+
+clean:
+	rm -rf .venv build *.egg-info report

@@ -1,0 +1,235 @@
+"""Encoders of the zoo: conv4, a small ResNet, projection heads and a small text transformer.
+
+Every encoder takes raw inputs (pixels 0..255 or int32 token ids) and does its own
+preprocessing, so the exported graphs need nothing but the raw data. Custom layers are
+registered under the "zoo" package, so `.keras` files load with `safe_mode=True`.
+"""
+
+import keras
+from keras import layers, ops
+
+register = keras.saving.register_keras_serializable(package="zoo")
+
+# Input polarity: Omniglot stores paper as 255 and ink as 0; scale=-1/255, offset=1 maps ink to 1.
+INK_BRIGHT = {"scale": -1.0 / 255.0, "offset": 1.0}
+UNIT_RANGE = {"scale": 1.0 / 255.0, "offset": 0.0}
+SYMMETRIC_RANGE = {"scale": 1.0 / 127.5, "offset": -1.0}
+
+
+def conv4(input_shape=(28, 28, 1), filters=64, scale=INK_BRIGHT["scale"], offset=INK_BRIGHT["offset"],
+          pooling="flatten", name="conv4"):
+    """Four blocks of 3x3 conv, batch norm, ReLU and 2x2 max-pool (Snell et al. 2017).
+
+    Args:
+        input_shape: tuple. (H, W, C) of the raw images.
+        filters: int. Channels of every block.
+        scale: float. Pixel scale of the built-in preprocessing (`x * scale + offset`).
+        offset: float. Pixel offset of the built-in preprocessing.
+        pooling: str. "flatten" (the paper: 28x28 gives 64 features) or "avg" (global average).
+        name: str. Model name.
+
+    Reference:
+        Snell et al. 2017, Prototypical Networks for Few-shot Learning: "four convolutional blocks.
+        Each block comprises a 64-filter 3x3 convolution, batch normalization layer, a ReLU
+        nonlinearity and a 2x2 max-pooling layer."
+    """
+    images = keras.Input(input_shape, name="images")
+    x = layers.Rescaling(scale, offset)(images)
+    for _ in range(4):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D(2)(x)
+    if pooling == "flatten":
+        x = layers.Flatten()(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D()(x)
+    else:
+        raise ValueError(f"pooling must be 'flatten' or 'avg', got {pooling!r}")
+    return keras.Model(images, x, name=name)
+
+
+def _residual_block(x, filters, stride):
+    shortcut = x
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+    y = layers.BatchNormalization()(y)
+    y = layers.ReLU()(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = layers.BatchNormalization()(y)
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
+        shortcut = layers.BatchNormalization()(shortcut)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def small_resnet(input_shape=(48, 48, 3), widths=(32, 64, 128, 256), blocks_per_stage=1, output_dim=None,
+                 scale=SYMMETRIC_RANGE["scale"], offset=SYMMETRIC_RANGE["offset"], name="small_resnet"):
+    """A ResNet of basic blocks for 32-96 pixel images: 3x3 stem, one stage per width, global pooling.
+
+    Args:
+        input_shape: tuple. (H, W, C) of the raw images.
+        widths: tuple of int. Channels of each stage; every stage after the first halves H and W.
+        blocks_per_stage: int. Basic blocks per stage.
+        output_dim: int or None. A final linear layer to this many features (None: the pooled features).
+        scale: float. Pixel scale of the built-in preprocessing.
+        offset: float. Pixel offset of the built-in preprocessing.
+        name: str. Model name.
+
+    Reference:
+        He et al. 2016, Deep Residual Learning for Image Recognition (basic blocks, CIFAR-style stem).
+    """
+    images = keras.Input(input_shape, name="images")
+    x = layers.Rescaling(scale, offset)(images)
+    x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    for stage, filters in enumerate(widths):
+        for block in range(blocks_per_stage):
+            stride = 2 if stage > 0 and block == 0 else 1
+            x = _residual_block(x, filters, stride)
+    x = layers.GlobalAveragePooling2D()(x)
+    if output_dim:
+        x = layers.Dense(output_dim)(x)
+    return keras.Model(images, x, name=name)
+
+
+def projection_head(spec, name="projection_head"):
+    """An MLP from a spec like "256-256-128": Dense + BatchNorm + ReLU between, a linear last layer.
+
+    Args:
+        spec: str. Widths separated by "-"; the last one is the output dimension.
+        name: str. Model name.
+
+    Reference:
+        Chen et al. 2020 (SimCLR), Zbontar et al. 2021 (Barlow Twins): the projector used only in training.
+    """
+    try:
+        widths = [int(w) for w in str(spec).split("-")]
+    except ValueError:
+        raise ValueError(f"projection spec must look like '256-256-128', got {spec!r}") from None
+    if not widths or min(widths) <= 0:
+        raise ValueError(f"projection spec must hold positive widths, got {spec!r}")
+    head = keras.Sequential(name=name)
+    for width in widths[:-1]:
+        head.add(layers.Dense(width, use_bias=False))
+        head.add(layers.BatchNormalization())
+        head.add(layers.ReLU())
+    head.add(layers.Dense(widths[-1]))
+    return head
+
+
+@register
+class TokenAndPositionEmbedding(layers.Layer):
+    """Token embedding plus a learned position embedding.
+
+    Args:
+        vocab_size: int. Number of token ids.
+        context_length: int. Sequence length L.
+        width: int. Embedding width.
+    """
+
+    def __init__(self, vocab_size, context_length, width, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.context_length, self.width = vocab_size, context_length, width
+        self.token = layers.Embedding(vocab_size, width)
+        self.position = layers.Embedding(context_length, width)
+
+    def build(self, input_shape):
+        self.token.build(input_shape)
+        self.position.build((self.context_length,))
+
+    def call(self, token_ids):  # (B, L) -> (B, L, W)
+        positions = ops.arange(ops.shape(token_ids)[-1])
+        return self.token(token_ids) + self.position(positions)[None]
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size,
+                "context_length": self.context_length, "width": self.width}
+
+
+@register
+class TransformerBlock(layers.Layer):
+    """Pre-norm transformer block: self-attention over non-pad tokens, then an MLP.
+
+    Args:
+        width: int. Model width.
+        heads: int. Attention heads.
+        mlp_ratio: int. Hidden width of the MLP relative to `width`.
+        causal: bool. Causal attention (as CLIP's text tower) instead of full attention.
+    """
+
+    def __init__(self, width, heads, mlp_ratio=4, causal=False, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.heads, self.mlp_ratio, self.causal = width, heads, mlp_ratio, causal
+        self.norm1 = layers.LayerNormalization(epsilon=1e-5)
+        self.attention = layers.MultiHeadAttention(heads, width // heads)
+        self.norm2 = layers.LayerNormalization(epsilon=1e-5)
+        self.hidden = layers.Dense(width * mlp_ratio, activation="gelu")
+        self.out = layers.Dense(width)
+
+    def build(self, input_shape):
+        self.norm1.build(input_shape)
+        self.attention.build(input_shape, input_shape)
+        self.norm2.build(input_shape)
+        self.hidden.build(input_shape)
+        self.out.build(tuple(input_shape[:-1]) + (self.width * self.mlp_ratio,))
+
+    def call(self, x, token_ids):  # x (B, L, W), token_ids (B, L); id 0 is padding
+        attention_mask = ops.not_equal(token_ids, 0)[:, None, :]  # (B, 1, L): every query sees every real token
+        y = self.norm1(x)
+        x = x + self.attention(y, y, attention_mask=attention_mask, use_causal_mask=self.causal)
+        return x + self.out(self.hidden(self.norm2(x)))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "heads": self.heads,
+                "mlp_ratio": self.mlp_ratio, "causal": self.causal}
+
+
+@register
+class MaskedMeanPool(layers.Layer):
+    """Mean of the token features over the non-pad positions (pad id 0); (B, L, W) -> (B, W)."""
+
+    def call(self, x, token_ids):
+        mask = ops.cast(ops.not_equal(token_ids, 0), x.dtype)[..., None]  # (B, L, 1)
+        return ops.sum(x * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+
+def text_transformer(vocab_size=258, context_length=32, width=128, depth=2, heads=4, output_dim=None,
+                     causal=False, name="text_transformer"):
+    """A small transformer text encoder, mean-pooled over the real tokens.
+
+    Args:
+        vocab_size: int. Number of token ids (the byte tokenizer of zoo.runtime has 258; id 0 is padding).
+        context_length: int. Fixed sequence length L.
+        width: int. Model width.
+        depth: int. Transformer blocks.
+        heads: int. Attention heads.
+        output_dim: int or None. A final linear layer to this many features.
+        causal: bool. Causal attention instead of full attention.
+        name: str. Model name.
+
+    Reference:
+        Vaswani et al. 2017; Radford et al. 2021 (CLIP's text encoder, here mean-pooled and small).
+    """
+    token_ids = keras.Input((context_length,), dtype="int32", name="token_ids")
+    x = TokenAndPositionEmbedding(vocab_size, context_length, width)(token_ids)
+    for _ in range(depth):
+        x = TransformerBlock(width, heads, causal=causal)(x, token_ids)
+    x = layers.LayerNormalization(epsilon=1e-5)(x)
+    x = MaskedMeanPool()(x, token_ids)
+    if output_dim:
+        x = layers.Dense(output_dim)(x)
+    return keras.Model(token_ids, x, name=name)
+
+
+def embedder_from(encoder, name="embedder"):
+    """The published embedder: `encoder` followed by L2 normalisation, with the encoder's input name.
+
+    Args:
+        encoder: keras.Model. Raw inputs -> (B, D) features.
+        name: str. Model name.
+    """
+    spec = encoder.inputs[0]
+    inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name=encoder.input_names[0] if hasattr(encoder, "input_names") else spec.name)
+    embeddings = layers.UnitNormalization(axis=-1, name="embeddings")(encoder(inputs))
+    return keras.Model(inputs, embeddings, name=name)
