@@ -164,7 +164,8 @@ class TransformerBlock(layers.Layer):
         self.norm1 = layers.LayerNormalization(epsilon=1e-5)
         self.attention = layers.MultiHeadAttention(heads, width // heads)
         self.norm2 = layers.LayerNormalization(epsilon=1e-5)
-        self.hidden = layers.Dense(width * mlp_ratio, activation="gelu")
+        # SiLU, x * sigmoid(x), is close to CLIP's QuickGELU and exports to ONNX (exact GELU lowers to Erfc).
+        self.hidden = layers.Dense(width * mlp_ratio, activation="silu")
         self.out = layers.Dense(width)
 
     def build(self, input_shape):

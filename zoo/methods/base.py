@@ -28,6 +28,7 @@ class EmbeddingMethod(keras.Model):
         if not isinstance(encoder, keras.Model) or not encoder.built:
             raise ValueError(f"encoder must be a built keras.Model (e.g. zoo.backbones.conv4()), got {encoder!r}")
         self.encoder = encoder
+        self.built = True  # subclasses build their heads in __init__ too (BackupAndRestore needs a built model)
 
     @property
     def feature_dim(self):

@@ -1,0 +1,105 @@
+"""CLIP: two training steps on every backend, the clamp of the temperature, .keras round-trip, the tokenizer."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from zoo import backbones, losses
+from zoo.methods.clip import CLIP
+from zoo.runtime import Tokenizer
+
+
+def tiny_clip(context_length=16, dim=16):
+    image_tower = backbones.small_resnet((16, 16, 3), widths=(8, 16), output_dim=dim)
+    text_tower = backbones.text_transformer(Tokenizer.vocab_size, context_length, 16, 1, 2, output_dim=dim)
+    return CLIP(image_tower, text_tower)
+
+
+def pairs(n=8, context_length=16, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (n, 16, 16, 3)).astype("float32")
+    return images, Tokenizer(context_length).encode([f"caption number {i}" for i in range(n)])
+
+
+@pytest.mark.multibackend
+def test_two_training_steps_lower_the_loss_and_track_the_scale():
+    keras.utils.set_random_seed(0)
+    model = tiny_clip()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    images, tokens = pairs()
+    before = float(model.evaluate((images, tokens), batch_size=8, verbose=0)[0])
+    history = model.fit((images, tokens), batch_size=8, epochs=2, verbose=0, shuffle=False)
+    assert np.isfinite(history.history["loss"]).all()
+    assert history.history["logit_scale"][0] == pytest.approx(1 / 0.07, rel=0.01)
+    after = float(model.evaluate((images, tokens), batch_size=8, verbose=0)[0])
+    assert after < before
+
+
+@pytest.mark.multibackend
+def test_loss_is_the_clip_function_of_the_two_towers():
+    keras.utils.set_random_seed(1)
+    model = tiny_clip()
+    images, tokens = pairs()
+    out = model((images, tokens))
+    expected = losses.clip(out["image"], out["text"], 1 / 0.07)
+    got = model.compute_loss(y_pred=out)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected), rtol=1e-5)
+
+
+@pytest.mark.multibackend
+def test_logit_scale_is_clamped_at_100():
+    model = tiny_clip()
+    model.log_logit_scale.assign(math.log(1000.0))
+    assert float(keras.ops.convert_to_numpy(model.logit_scale())) == pytest.approx(100.0, rel=1e-5)
+
+
+@pytest.mark.multibackend
+def test_keras_round_trip_gives_identical_embeddings(tmp_path):
+    model = tiny_clip()
+    images, tokens = pairs()
+    model.save(tmp_path / "clip.keras")
+    loaded = keras.saving.load_model(tmp_path / "clip.keras", safe_mode=True)
+    np.testing.assert_array_equal(loaded.embedder.predict(images, verbose=0), model.embedder.predict(images, verbose=0))
+    np.testing.assert_array_equal(loaded.text_embedder.predict(tokens, verbose=0),
+                                  model.text_embedder.predict(tokens, verbose=0))
+
+
+def test_towers_must_share_a_width():
+    with pytest.raises(ValueError, match="same width"):
+        CLIP(backbones.small_resnet((16, 16, 3), widths=(8,), output_dim=16),
+             backbones.text_transformer(context_length=8, width=16, depth=1, heads=2, output_dim=8))
+
+
+def test_text_tower_ignores_padding():
+    # Pad tokens (id 0) are masked in attention and pooling: changing their embedding changes nothing.
+    keras.utils.set_random_seed(2)
+    encoder = backbones.text_transformer(context_length=16, width=16, depth=1, heads=2)
+    tower = backbones.embedder_from(encoder)
+    tokens = Tokenizer(16).encode(["abc", "a longer caption"])
+    before = tower.predict(tokens, verbose=0)
+    embedding = next(l for l in encoder.layers if isinstance(l, backbones.TokenAndPositionEmbedding)).token
+    table = keras.ops.convert_to_numpy(embedding.embeddings).copy()
+    table[0] = np.random.default_rng(0).normal(size=table.shape[1]) * 10
+    embedding.embeddings.assign(table)
+    np.testing.assert_allclose(tower.predict(tokens, verbose=0), before, atol=1e-5)
+    table[ord("a") + 2] += np.random.default_rng(1).normal(size=table.shape[1])  # a real token does matter
+    embedding.embeddings.assign(table)
+    assert not np.allclose(tower.predict(tokens, verbose=0), before, atol=1e-5)
+
+
+def test_recipe_smoke_publishes_both_towers(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("clip_recipe", Path(__file__).parent.parent / "recipes" / "clip.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    card = recipe.main(["--smoke", "--root", str(tmp_path), "--workdir", str(tmp_path / "run")])
+    folder = tmp_path / "clip"
+    for name in ("image_encoder.onnx", "text_encoder.onnx", "card.json", "golden.npz"):
+        assert (folder / name).exists(), name
+    for key in ("image_to_text_recall@5", "zero_shot_category_top1", "linear_probe_category_top1", "chance_recall@5"):
+        assert key in card.metrics
+    assert 0.0 <= card.metrics["image_to_text_recall@5"] <= 1.0

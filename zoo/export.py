@@ -1,0 +1,436 @@
+"""Publish trained embedders into the zoo: card.json, .keras, SavedModel, ONNX, golden outputs, int8.
+
+A publish writes everything into a hidden temporary folder next to the entry and swaps it in
+by renaming, so a failed publish leaves the previous entry intact. The SavedModel and ONNX
+steps need TensorFlow; from another Keras backend they run in a `python -m zoo.export --finish`
+subprocess under KERAS_BACKEND=tensorflow, on the `.keras` files the caller saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from zoo.registry import TOWER_INPUTS, Card, exports_dir, folder_sha256, import_custom_layers
+
+__all__ = ["publish"]
+
+ONNX_OPSET = 17
+# Keras vs SavedModel vs ONNX on the golden inputs, all float32 on TensorFlow.
+PARITY_ATOL = 1e-5
+# Caller's backend (e.g. JAX) vs the same .keras on TensorFlow: different kernels, so float32 round-off differs.
+CROSS_BACKEND_ATOL = 1e-4
+# int8 is kept when the primary metric drops by at most one point.
+INT8_MAX_DROP = 0.01
+CALIBRATION_MAX_IMAGES = 256
+CALIBRATION_BATCH = 32
+EVALUATE_BATCH = 256
+GOLDEN_COUNT = 8
+_JOB = "_job"  # inputs of the finishing step inside the temporary folder; removed before hashing
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ROLE = re.compile(r"[A-Za-z0-9_]+")
+
+
+def publish(name, towers, *, method, dataset, splits, metrics, primary_metric, protocol, recipe, paper, data_license,
+            anchor="", threshold=None, training=None, extras=None, golden_inputs=None, calibration_images=None,
+            evaluate=None, extra_files=None, root=None) -> Card:
+    """Publish embedders as `<root>/<name>/`, atomically; returns the card written.
+
+    Args:
+        name: str. entry name and folder name, e.g. "facenet_triplet".
+        towers: keras.Model | dict. the embedder, or role -> embedder (the first an image tower), e.g.
+            {"image_encoder": m1, "text_encoder": m2}. Each has one input named "images" (float32 (B, H, W, C),
+            pixels 0..255) or "token_ids" (int32 (B, L)) and one L2-normalised (B, D) output.
+        method: str. class name of the training method, e.g. "Triplet".
+        dataset: str. training dataset.
+        splits: dict. split names, e.g. {"train": "lfw/train", "test": "lfw/test"}.
+        metrics: dict. held-out metrics computed by the recipe's evaluation of the Keras model.
+        primary_metric: str. key of `metrics` that ranks the entry (higher is better).
+        protocol: str. "verification", "few_shot", "self_supervised" or "zero_shot".
+        recipe: str. command that reproduces the entry.
+        paper: str. reference of the method.
+        data_license: str. license of the training data.
+        anchor: str. literature reference value to compare with.
+        threshold: float | None. verification threshold on the Euclidean distance of the embeddings.
+        training: dict | None. how it was trained (steps, minutes, backend, seed, ...).
+        extras: dict | None. method-specific settings, e.g. tokenizer settings.
+        golden_inputs: array | dict | None. fixed inputs of the first tower, or role -> inputs; image towers
+            default to 8 seeded random images; token_ids towers need them given.
+        calibration_images: array | None. (N, H, W, C) training images to calibrate int8 on (<= 256 are used).
+        evaluate: callable | str | None. evaluate(embed_fn) -> held-out metrics dict, where
+            embed_fn((N, H, W, C) images) -> (N, D) numpy embeddings; or "module:function" naming one (required
+            off the TensorFlow backend). Given with `calibration_images`, it decides whether int8 is kept.
+        extra_files: list | None. paths of files copied into the entry under their own names, e.g. vocab.json.
+        root: str | Path | None. zoo root (default: see `zoo.registry.exports_dir`).
+    """
+    import keras
+
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"name must be a folder name of letters, digits, '_', '-', '.', got {name!r}")
+    towers = {"embedder": towers} if isinstance(towers, keras.Model) else dict(towers)
+    if not towers:
+        raise ValueError("towers must be a keras.Model or a non-empty dict role -> keras.Model")
+    specs = {role: _tower_spec(role, model, first=i == 0) for i, (role, model) in enumerate(towers.items())}
+    first = next(iter(specs))
+    if specs[first]["input"] != "images":
+        raise ValueError(f"the first tower ({first!r}) must take 'images'; got {specs[first]['input']!r}")
+    if (calibration_images is None) != (evaluate is None):
+        raise ValueError("int8 needs both calibration_images and evaluate (or neither, to skip int8)")
+    if calibration_images is not None:
+        calibration_images = _calibration_sample(calibration_images, specs[first]["shape"])
+    golden = _golden_inputs(golden_inputs, specs)
+    embeddings = {role: _keras_embed(model, golden[role]) for role, model in towers.items()}  # role -> (8, D)
+    for role, emb in embeddings.items():
+        norms = np.linalg.norm(emb, axis=1)
+        if not np.allclose(norms, 1.0, atol=1e-3):
+            raise ValueError(f"tower {role!r} must output L2-normalised embeddings; got norms {norms.round(4)}")
+    card = Card(name=name, method=method, dataset=dataset, splits=_plain(splits), input_shape=specs[first]["shape"],
+                embedding_dim=int(embeddings[first].shape[1]), threshold=threshold, metrics=_plain(metrics),
+                primary_metric=primary_metric, protocol=protocol, anchor=anchor, recipe=recipe, paper=paper,
+                data_license=data_license, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                training=_plain(training or {}), towers=specs, extras=_plain(extras or {}))
+    on_tensorflow = keras.backend.backend() == "tensorflow"
+    if evaluate is not None and not on_tensorflow:
+        evaluate = _evaluate_reference(evaluate)
+
+    root = exports_dir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+    try:
+        for role, model in towers.items():
+            model.save(tmp / specs[role]["keras"])
+        _copy_extra_files(extra_files, tmp, card)
+        if on_tensorflow:
+            card = _finish(tmp, card, towers, golden, calibration_images, evaluate)
+        else:
+            card = _finish_in_subprocess(tmp, card, golden, calibration_images, evaluate)
+            with np.load(tmp / "golden.npz") as saved:
+                for role, emb in embeddings.items():
+                    diff = float(np.abs(saved[f"{role}__embeddings"] - emb).max())
+                    if diff > CROSS_BACKEND_ATOL:
+                        raise RuntimeError(f"tower {role!r}: the .keras file on TensorFlow differs from the "
+                                           f"{keras.backend.backend()} model by {diff:.2e} > {CROSS_BACKEND_ATOL}")
+        _swap_in(tmp, root / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return card
+
+
+def _tower_spec(role, model, first) -> dict:
+    """The card's description of one tower, after checking it follows the export contract."""
+    import keras
+
+    if not isinstance(role, str) or not _ROLE.fullmatch(role):
+        raise ValueError(f"tower role must be letters, digits and '_' (it names files), got {role!r}")
+    if not isinstance(model, keras.Model) or len(model.inputs or []) != 1 or len(model.outputs or []) != 1:
+        raise ValueError(f"tower {role!r} must be a functional keras.Model with one input and one output")
+    spec, out = model.inputs[0], model.outputs[0]
+    shape = tuple(spec.shape[1:])
+    rank = {"images": 3, "token_ids": 1}.get(spec.name)
+    if TOWER_INPUTS.get(spec.name) != spec.dtype or len(shape) != rank or None in shape:
+        raise ValueError(f"tower {role!r}: expected an input named 'images' (float32 (None, H, W, C)) or "
+                         f"'token_ids' (int32 (None, L)); got {spec.name!r} {spec.dtype} {tuple(spec.shape)}")
+    if len(out.shape) != 2 or out.shape[1] is None:
+        raise ValueError(f"tower {role!r}: expected an output of shape (None, D), got {tuple(out.shape)}")
+    return {"input": spec.name, "shape": [int(s) for s in shape], "dtype": spec.dtype, "onnx": f"{role}.onnx",
+            "keras": f"{role}.keras", "saved_model": "saved_model" if first else f"{role}_saved_model"}
+
+
+def _golden_inputs(given, specs) -> dict:
+    """role -> fixed inputs: the given ones, or 8 seeded random images."""
+    first = next(iter(specs))
+    given = {} if given is None else dict(given) if isinstance(given, dict) else {first: given}
+    unknown = sorted(set(given) - set(specs))
+    if unknown:
+        raise ValueError(f"golden_inputs for unknown towers {unknown}; towers: {list(specs)}")
+    rng = np.random.default_rng(0)
+    golden = {}
+    for role, spec in specs.items():
+        if role in given:
+            x = np.asarray(given[role])
+            if x.ndim != len(spec["shape"]) + 1 or list(x.shape[1:]) != spec["shape"] or len(x) == 0:
+                raise ValueError(f"golden_inputs[{role!r}] must have shape (N, {', '.join(map(str, spec['shape']))}),"
+                                 f" N >= 1; got {x.shape}")
+            golden[role] = x.astype(spec["dtype"])
+        elif spec["input"] == "images":
+            golden[role] = rng.integers(0, 256, (GOLDEN_COUNT, *spec["shape"])).astype(np.float32)
+        else:
+            raise ValueError(f"golden_inputs[{role!r}] is required: token_ids towers need valid ids "
+                             "(e.g. tokenised prompts), whose range only the recipe knows")
+    return golden
+
+
+def _calibration_sample(images, shape) -> np.ndarray:
+    """Up to CALIBRATION_MAX_IMAGES images, seeded sample, as float32."""
+    images = np.asarray(images)
+    if images.ndim != 4 or list(images.shape[1:]) != shape or len(images) == 0:
+        raise ValueError(f"calibration_images must have shape (N, {', '.join(map(str, shape))}), N >= 1; "
+                         f"got {images.shape}")
+    if len(images) > CALIBRATION_MAX_IMAGES:
+        rows = np.random.default_rng(0).choice(len(images), CALIBRATION_MAX_IMAGES, replace=False)
+        images = images[np.sort(rows)]
+    return images.astype(np.float32)
+
+
+def _keras_embed(model, inputs) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(model(inputs, training=False)), dtype=np.float32)
+
+
+def _plain(value):
+    """`value` as plain JSON data (numpy scalars and arrays become numbers and lists)."""
+    def default(obj):
+        if isinstance(obj, (np.generic, np.ndarray)):
+            return obj.tolist()
+        raise TypeError(f"card fields must be JSON data; got {type(obj).__name__}: {obj!r}")
+
+    try:
+        return json.loads(json.dumps(value, default=default))
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+
+
+def _copy_extra_files(paths, tmp, card) -> None:
+    reserved = {"card.json", "golden.npz", _JOB}
+    for role, tower in card.towers.items():
+        reserved |= {tower["onnx"], tower["keras"], tower["saved_model"], f"{role}.int8.onnx"}
+    for path in paths or ():
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"extra file not found: {path}")
+        if path.name in reserved or (tmp / path.name).exists():
+            raise ValueError(f"extra file name {path.name!r} clashes with another file of the entry")
+        shutil.copy2(path, tmp / path.name)
+
+
+def _evaluate_reference(evaluate) -> str:
+    """`evaluate` as an importable "module:function" string, so another process can run it."""
+    if isinstance(evaluate, str):
+        return evaluate
+    module, qualname = getattr(evaluate, "__module__", None), getattr(evaluate, "__qualname__", "")
+    if not callable(evaluate) or module in (None, "__main__") or "<" in qualname:
+        raise ValueError("off the TensorFlow backend, evaluate must be importable: pass a 'module:function' string "
+                         f"or a module-level function of an importable module; got {evaluate!r}")
+    return f"{module}:{qualname}"
+
+
+def _resolve_evaluate(evaluate):
+    if not isinstance(evaluate, str):
+        return evaluate
+    module, _, attr = evaluate.partition(":")
+    if not module or not attr:
+        raise ValueError(f"evaluate string must be 'module:function', got {evaluate!r}")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """Replace `dest` by `tmp` with renames; the old entry comes back if the second rename fails."""
+    old = dest.with_name(f".old-{dest.name}-{secrets.token_hex(4)}") if dest.exists() else None
+    if old:
+        dest.rename(old)
+    try:
+        tmp.rename(dest)
+    except BaseException:
+        if old:
+            old.rename(dest)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _finish_in_subprocess(tmp, card, golden, calibration_images, evaluate) -> Card:
+    """Run `_finish` under TensorFlow in `python -m zoo.export --finish tmp`; returns the card it wrote."""
+    job = tmp / _JOB
+    job.mkdir()
+    (job / "job.json").write_text(json.dumps({"card": card.to_dict(), "evaluate": evaluate}))
+    np.savez(job / "golden.npz", **golden)
+    if calibration_images is not None:
+        np.save(job / "calibration.npy", calibration_images)
+    # The child must import what the caller can: the evaluate function, the zoo itself.
+    env = dict(os.environ, KERAS_BACKEND="tensorflow",
+               PYTHONPATH=os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path))
+    done = subprocess.run([sys.executable, "-m", "zoo.export", "--finish", str(tmp)], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the TensorFlow export step failed (exit {done.returncode}):\n{done.stderr[-6000:]}")
+    return Card.from_json(tmp / "card.json")
+
+
+def _finish_job(tmp: Path) -> Card:
+    """The subprocess side: load the saved .keras towers under TensorFlow and run `_finish`."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(f"--finish needs KERAS_BACKEND=tensorflow, got {keras.backend.backend()!r}")
+    job = tmp / _JOB
+    spec = json.loads((job / "job.json").read_text())
+    card = Card.from_json(spec["card"])
+    import_custom_layers()
+    towers = {role: keras.saving.load_model(tmp / t["keras"], compile=False, safe_mode=True)
+              for role, t in card.towers.items()}
+    with np.load(job / "golden.npz") as f:
+        golden = {role: f[role] for role in card.towers}
+    calibration = np.load(job / "calibration.npy") if (job / "calibration.npy").exists() else None
+    return _finish(tmp, card, towers, golden, calibration, spec["evaluate"])
+
+
+def _finish(tmp, card, towers, golden, calibration_images, evaluate) -> Card:
+    """Under TensorFlow: SavedModel, ONNX, int8, parity check, golden.npz, hashes and card.json, in `tmp`."""
+    import onnx
+    import tensorflow as tf
+
+    first = next(iter(card.towers))
+    onnx_models = {}
+    for role, model in towers.items():
+        spec = card.towers[role]
+        serve = _serving_function(model, spec)
+        module = tf.Module()
+        module.model, module.serve = model, serve
+        tf.saved_model.save(module, str(tmp / spec["saved_model"]), signatures={"serving_default": serve})
+        onnx_models[role] = _to_onnx(serve)
+        onnx.save(onnx_models[role], tmp / spec["onnx"])
+    if evaluate is not None:
+        card = dataclasses.replace(card, int8=_int8(tmp, first, card, calibration_images,
+                                                    _resolve_evaluate(evaluate)))
+    # The card in the graphs lacks `files`: a file cannot hold its own hash.
+    metadata = json.dumps({k: v for k, v in card.to_dict().items() if k != "files"})
+    onnx_files = [t["onnx"] for t in card.towers.values()]
+    if card.int8 and card.int8["kept"]:
+        onnx_files.append(f"{first}.int8.onnx")
+    for relpath in onnx_files:
+        proto = onnx.load(tmp / relpath)
+        onnx.helper.set_model_props(proto, {"zoo_card": metadata})
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp / relpath)
+    golden_out = {}
+    for role, model in towers.items():
+        golden_out[f"{role}__inputs"] = golden[role]
+        golden_out[f"{role}__embeddings"] = _keras_embed(model, golden[role])
+        _check_parity(tmp, role, card.towers[role], golden[role], golden_out[f"{role}__embeddings"])
+    np.savez(tmp / "golden.npz", **golden_out)
+    shutil.rmtree(tmp / _JOB, ignore_errors=True)
+    card = dataclasses.replace(card, files=folder_sha256(tmp))
+    (tmp / "card.json").write_text(card.to_json(), encoding="utf-8")
+    return card
+
+
+def _serving_function(model, spec):
+    """tf.function with the named input signature: inputs -> {"embeddings": (B, D) float32}."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec["shape"]], spec["dtype"], name=spec["input"])])
+    def serve(inputs):
+        return {"embeddings": tf.cast(model(inputs, training=False), tf.float32)}
+
+    return serve
+
+
+def _to_onnx(serve):
+    """ONNX ModelProto of a serving tf.function (tf2onnx, opset ONNX_OPSET)."""
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=ONNX_OPSET)
+    return proto
+
+
+def _check_parity(tmp, role, spec, inputs, expected) -> None:
+    """Keras vs SavedModel vs ONNX outputs on the golden inputs, within PARITY_ATOL."""
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(tmp / spec["saved_model"]))
+    saved = loaded.signatures["serving_default"](**{spec["input"]: tf.constant(inputs)})["embeddings"].numpy()
+    session = ort.InferenceSession(str(tmp / spec["onnx"]), providers=["CPUExecutionProvider"])
+    from_onnx = session.run(["embeddings"], {spec["input"]: inputs})[0]
+    for what, got in (("SavedModel", saved), ("ONNX", from_onnx)):
+        diff = float(np.abs(got - expected).max())
+        if got.shape != expected.shape or diff > PARITY_ATOL:
+            raise RuntimeError(f"parity check failed for tower {role!r}: {what} vs Keras max abs diff {diff:.2e} "
+                               f"> {PARITY_ATOL} (shapes {got.shape} vs {expected.shape})")
+
+
+class _Calibration(CalibrationDataReader):
+    """Feeds calibration images to onnxruntime's static quantizer in batches."""
+
+    def __init__(self, images, input_name):
+        self.batches = iter([{input_name: images[i:i + CALIBRATION_BATCH]}
+                             for i in range(0, len(images), CALIBRATION_BATCH)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def _onnx_embed_fn(path, input_name):
+    """embed_fn for `evaluate`: (N, H, W, C) images -> (N, D) embeddings of an ONNX file."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def embed(images):
+        images = np.asarray(images, dtype=np.float32)
+        return np.concatenate([session.run(["embeddings"], {input_name: images[i:i + EVALUATE_BATCH]})[0]
+                               for i in range(0, len(images), EVALUATE_BATCH)])
+
+    return embed
+
+
+def _primary(metrics, key) -> float:
+    """The primary metric out of evaluate()'s dict: a number, or the "mean" of a {mean, ci} dict."""
+    if not isinstance(metrics, dict) or key not in metrics:
+        raise ValueError(f"evaluate must return a dict with the primary metric {key!r}; got {metrics!r}")
+    value = metrics[key]
+    value = value.get("mean") if isinstance(value, dict) else value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise ValueError(f"evaluate()[{key!r}] must be a number (or a dict with 'mean'); got {metrics[key]!r}")
+    return float(value)
+
+
+def _int8(tmp, role, card, images, evaluate) -> dict:
+    """Static QDQ int8 of the first tower; kept as `<role>.int8.onnx` if the primary metric drops <= 1 point."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    spec = card.towers[role]
+    fp32_path, int8_path = tmp / spec["onnx"], tmp / f"{role}.int8.onnx"
+    prepared = tmp / _JOB / "prepared.onnx"
+    prepared.parent.mkdir(exist_ok=True)
+    # ONNX shape inference covers these graphs; the symbolic pass would add a sympy dependency.
+    quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
+    quantize_static(prepared, int8_path, _Calibration(images, spec["input"]), quant_format=QuantFormat.QDQ,
+                    per_channel=True)
+    fp32 = _primary(evaluate(_onnx_embed_fn(fp32_path, spec["input"])), card.primary_metric)
+    int8 = _primary(evaluate(_onnx_embed_fn(int8_path, spec["input"])), card.primary_metric)
+    kept = fp32 - int8 <= INT8_MAX_DROP
+    if not kept:
+        int8_path.unlink()
+    return {"fp32": fp32, "int8": int8, "kept": bool(kept), "calibration_images": int(len(images))}
+
+
+def main(argv=None) -> None:
+    """`python -m zoo.export --finish DIR`: the TensorFlow half of a publish started on another backend."""
+    parser = argparse.ArgumentParser(prog="python -m zoo.export", description=main.__doc__)
+    parser.add_argument("--finish", required=True, metavar="DIR", help="temporary folder prepared by publish()")
+    _finish_job(Path(parser.parse_args(argv).finish))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""Registry of published embedders: `Card` <-> `exports/<name>/card.json`; list, inspect, load.
+
+Importing this module imports neither Keras nor TensorFlow; `load` imports Keras when called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+__all__ = ["Card", "EXPORTS_DIR", "exports_dir", "list_models", "info", "load", "verify_files", "file_sha256",
+           "folder_sha256"]
+
+# Default root of the zoo: `exports/` next to the `zoo` package; `ZOO_EXPORTS` or `root=` override it.
+EXPORTS_DIR = Path(__file__).resolve().parent.parent / "exports"
+
+PROTOCOLS = ("verification", "few_shot", "self_supervised", "zero_shot")
+TOWER_INPUTS = {"images": "float32", "token_ids": "int32"}
+_TOWER_KEYS = ("input", "shape", "dtype", "onnx", "keras", "saved_model")
+_INT8_KEYS = ("fp32", "int8", "kept", "calibration_images")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Card:
+    """Metadata of one published embedder, as stored in `exports/<name>/card.json`.
+
+    Args:
+        name: str. folder name of the entry, e.g. "facenet_triplet".
+        method: str. class name of the training method, e.g. "Triplet".
+        dataset: str. training dataset.
+        splits: dict. split names, e.g. {"train": "lfw/train", "test": "lfw/test"}.
+        input_shape: tuple[int, int, int]. (H, W, C) of the image input.
+        embedding_dim: int. D of the (B, D) embeddings.
+        metric: str. "cosine" (embeddings are L2-normalised).
+        threshold: float | None. same identity when the Euclidean distance of the embeddings is <= threshold.
+        metrics: dict. held-out metrics computed by the recipe's evaluation.
+        primary_metric: str. key of `metrics` that ranks the entry (higher is better).
+        protocol: str. one of PROTOCOLS: which held-out evaluation `zoo report` runs.
+        anchor: str. literature reference value to compare with.
+        recipe: str. command that reproduces the entry.
+        paper: str. reference of the method.
+        data_license: str. license of the training data.
+        created: str. ISO-8601 UTC time of publication.
+        training: dict. how it was trained (steps, epochs, minutes, backend, seed, ...).
+        towers: dict. role -> {"input", "shape", "dtype", "onnx", "keras", "saved_model"}; the first is the image tower.
+        int8: dict | None. {"fp32", "int8", "kept", "calibration_images"}: the int8 decision, or None if not tried.
+        extras: dict. method-specific settings, e.g. tokenizer settings.
+        files: dict. relative path -> sha256 of every other file in the folder.
+    """
+
+    name: str
+    method: str
+    dataset: str
+    splits: dict
+    input_shape: tuple
+    embedding_dim: int
+    metric: str = "cosine"
+    threshold: float | None = None
+    metrics: dict
+    primary_metric: str
+    protocol: str
+    anchor: str = ""
+    recipe: str
+    paper: str
+    data_license: str
+    created: str
+    training: dict = dataclasses.field(default_factory=dict)
+    towers: dict
+    int8: dict | None = None
+    extras: dict = dataclasses.field(default_factory=dict)
+    files: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        where = f"card {self.name!r}"
+        for key in ("name", "method", "dataset", "metric", "primary_metric", "protocol", "anchor", "recipe",
+                    "paper", "data_license", "created"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"{where}: {key} must be a str, got {getattr(self, key)!r}")
+        for key in ("splits", "metrics", "training", "towers", "extras", "files"):
+            if not isinstance(getattr(self, key), dict):
+                raise ValueError(f"{where}: {key} must be a dict, got {getattr(self, key)!r}")
+        shape = self.input_shape
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(_positive_int(s) for s in shape)):
+            raise ValueError(f"{where}: input_shape must be [H, W, C] of positive ints, got {shape!r}")
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in shape))
+        if not _positive_int(self.embedding_dim):
+            raise ValueError(f"{where}: embedding_dim must be a positive int, got {self.embedding_dim!r}")
+        if self.metric != "cosine":
+            raise ValueError(f"{where}: metric must be 'cosine', got {self.metric!r}")
+        if self.threshold is not None:
+            if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+                raise ValueError(f"{where}: threshold must be a float or None, got {self.threshold!r}")
+            object.__setattr__(self, "threshold", float(self.threshold))
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"{where}: protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.primary_metric not in self.metrics:
+            raise ValueError(f"{where}: primary_metric {self.primary_metric!r} is not a key of metrics "
+                             f"{sorted(self.metrics)}")
+        try:
+            datetime.fromisoformat(self.created)
+        except ValueError:
+            raise ValueError(f"{where}: created must be an ISO-8601 time, got {self.created!r}") from None
+        if not self.towers:
+            raise ValueError(f"{where}: towers must list at least one tower")
+        for role, tower in self.towers.items():
+            missing = [k for k in _TOWER_KEYS if k not in tower] if isinstance(tower, dict) else list(_TOWER_KEYS)
+            if missing:
+                raise ValueError(f"{where}: tower {role!r} lacks {missing}; expected keys {list(_TOWER_KEYS)}")
+            if TOWER_INPUTS.get(tower["input"]) != tower["dtype"]:
+                raise ValueError(f"{where}: tower {role!r} has input {tower['input']!r} of dtype {tower['dtype']!r}; "
+                                 f"expected one of {TOWER_INPUTS}")
+        if self.int8 is not None and not (isinstance(self.int8, dict) and all(k in self.int8 for k in _INT8_KEYS)):
+            raise ValueError(f"{where}: int8 must be None or a dict with keys {list(_INT8_KEYS)}, got {self.int8!r}")
+
+    @classmethod
+    def from_json(cls, source) -> Card:
+        """Build a card from a card.json path, an export folder, or an already parsed dict.
+
+        Args:
+            source: str | Path | dict. path of card.json or of its folder, or the card as a dict.
+        """
+        if isinstance(source, dict):
+            data = source
+        else:
+            path = Path(source)
+            if path.is_dir():
+                path = path / "card.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"no card.json at {path}")
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} is not valid JSON: {err}") from err
+            if not isinstance(data, dict):
+                raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"card has unknown fields {unknown}; expected fields {list(fields)}")
+        missing = [name for name, f in fields.items() if name not in data
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"card {data.get('name', '?')!r} lacks required fields {missing}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        """The card as a JSON-ready dict (input_shape as a list), in field order."""
+        data = dataclasses.asdict(self)
+        data["input_shape"] = list(self.input_shape)
+        return data
+
+    def to_json(self) -> str:
+        """The card as the JSON text of card.json."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def exports_dir(root=None) -> Path:
+    """Root folder of the zoo: `root` if given, else $ZOO_EXPORTS, else EXPORTS_DIR.
+
+    Args:
+        root: str | Path | None. explicit root folder.
+    """
+    return Path(root or os.environ.get("ZOO_EXPORTS") or EXPORTS_DIR)
+
+
+def file_sha256(path) -> str:
+    """Hex sha256 of a file, read in chunks.
+
+    Args:
+        path: str | Path. the file.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_sha256(folder) -> dict:
+    """sha256 of every file under `folder` (recursively) except card.json, keyed by POSIX relative path.
+
+    Args:
+        folder: str | Path. an export folder.
+    """
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): file_sha256(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() != "card.json"}
+
+
+def verify_files(folder, card: Card) -> None:
+    """Check that every file listed in `card.files` exists under `folder` with the recorded sha256.
+
+    Args:
+        folder: str | Path. the export folder.
+        card: Card. its card.
+    """
+    folder = Path(folder)
+    if not card.files:
+        raise ValueError(f"card.json in {folder} lists no files to verify")
+    for relpath, expected in card.files.items():
+        path = folder / relpath
+        if not path.is_file():
+            raise FileNotFoundError(f"missing file of entry {card.name!r}: {path} (listed in card.json)")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise ValueError(f"sha256 mismatch for {path}: expected {expected} (card.json), got {actual}; "
+                             "the file was modified or corrupted, re-publish the entry")
+
+
+def list_models(root=None) -> list[str]:
+    """Sorted names of the published entries (folders with a card.json) under the zoo root.
+
+    Args:
+        root: str | Path | None. zoo root (default: see `exports_dir`).
+    """
+    root = exports_dir(root)
+    if not root.is_dir():
+        return []
+    # Hidden folders are publish()'s temporary and replaced entries.
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / "card.json").is_file())
+
+
+def info(name: str, root=None) -> Card:
+    """The card of a published entry.
+
+    Args:
+        name: str. entry name, e.g. "facenet_triplet".
+        root: str | Path | None. zoo root (default: see `exports_dir`).
+    """
+    names = list_models(root)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f"did you mean {close}? " if close else ""
+        raise KeyError(f"no zoo entry {name!r} in {exports_dir(root)}; {hint}available: {names}")
+    return Card.from_json(exports_dir(root) / name / "card.json")
+
+
+def load(name: str, tower: str | None = None, root=None, verify: bool = True):
+    """Load a published Keras embedder, after checking the sha256 of every file of the entry.
+
+    Args:
+        name: str. entry name, e.g. "facenet_triplet".
+        tower: str | None. tower role, e.g. "text_encoder" (default: the first tower, the image embedder).
+        root: str | Path | None. zoo root (default: see `exports_dir`).
+        verify: bool. check the sha256 digests recorded in card.json first.
+    """
+    card = info(name, root)
+    folder = exports_dir(root) / name
+    role = next(iter(card.towers)) if tower is None else tower
+    if role not in card.towers:
+        raise KeyError(f"entry {name!r} has no tower {role!r}; towers: {list(card.towers)}")
+    if verify:
+        verify_files(folder, card)
+    import keras
+
+    import_custom_layers()
+    return keras.saving.load_model(folder / card.towers[role]["keras"], compile=False, safe_mode=True)
+
+
+def import_custom_layers() -> None:
+    """Register the zoo's custom Keras layers (zoo.backbones), so `.keras` files load with safe_mode."""
+    import zoo.backbones  # noqa: F401

@@ -1,0 +1,413 @@
+"""`zoo report`: re-evaluate every published entry from its ONNX file and write report/index.html.
+
+For each entry in the zoo root: load `embedder.onnx` with zoo.runtime, run the held-out protocol
+named by its card (verification on LFW test identities, few-shot on the Omniglot evaluation
+alphabets, zero-shot on the emoji test split), check ONNX against Keras on the golden inputs,
+time batch-1 inference, then print one leaderboard and write an HTML page with plots.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zoo import evaluate, registry
+from zoo.runtime import OnnxCLIP, OnnxEmbedder
+
+FEW_SHOT_SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))  # (way, shot), Vinyals et al. 2016 / Snell et al. 2017
+FEW_SHOT_QUERIES = 15
+EPISODES = 600
+QUICK_EPISODES = 100
+QUICK_CHARACTERS = 100  # Omniglot evaluation characters kept by --quick (of 659)
+QUICK_LFW_PAIRS = 1000  # same-identity pairs kept by --quick (as many different ones are drawn)
+LATENCY_REPEATS = 50
+# Test split of each protocol when the card's splits["test"] is not a "dataset/split" name.
+DEFAULT_TEST_SPLIT = {
+    "verification": "lfw/test",
+    "few_shot": "omniglot/evaluation",
+    "self_supervised": "omniglot/evaluation",
+    "zero_shot": "emoji/test",
+}
+DEFAULT_TEMPLATES = ("{}", "an emoji of {}")
+
+
+def _test_split(card) -> tuple[str, str]:
+    spec = card.splits.get("test")
+    if not (isinstance(spec, str) and spec.count("/") == 1):
+        spec = DEFAULT_TEST_SPLIT[card.protocol]
+    name, split = spec.split("/")
+    return name, split
+
+
+def _load_test_data(card) -> dict:
+    """The entry's held-out split, at the entry's input size (Omniglot comes in 28 and 105)."""
+    import zoo.data
+
+    name, split = _test_split(card)
+    h, w, c = card.input_shape
+    data = zoo.data.load(name, split, size=h if name == "omniglot" else None)
+    if data["images"].shape[1:] != (h, w, c):
+        raise ValueError(f"{card.name}: test images of {name}/{split} are {data['images'].shape[1:]}, "
+                         f"the embedder expects {(h, w, c)}")
+    return data
+
+
+def _subsample_classes(data, n_classes, seed=0) -> dict:
+    """Keep all images of `n_classes` seeded-random classes (--quick)."""
+    classes = np.unique(data["labels"])
+    if len(classes) <= n_classes:
+        return data
+    keep = np.isin(data["labels"], np.random.default_rng(seed).choice(classes, n_classes, replace=False))
+    return {"images": data["images"][keep], "labels": data["labels"][keep]}
+
+
+# --- protocols: each returns (metrics dict, headline (name, value), plot data) ---------------
+
+
+def _verification(embedder, card, quick):
+    data = _load_test_data(card)
+    x = embedder.embed(data["images"])  # (N, D)
+    ia, ib, same = evaluate.verification_pairs(data["labels"], QUICK_LFW_PAIRS if quick else None, seed=0)
+    v = evaluate.verification(x[ia], x[ib], same, folds=10)
+    r = evaluate.retrieval(x, data["labels"], ks=(1, 5))
+    metrics = {"verification_accuracy": v["accuracy"], "accuracy_std": v["accuracy_std"], "auc": v["auc"],
+               "eer": v["eer"], "tar@far=1e-3": v["tar_at_far"]["1e-03"], "recall@1": r["recall@1"],
+               "recall@5": r["recall@5"], "map_at_r": r["map_at_r"], "pairs": int(len(same))}
+    name, split = _test_split(card)
+    headline = (f"{name}/{split} verification acc. (10-fold)", v["accuracy"])
+    return metrics, headline, {"roc": v["roc"], "embeddings": x, "labels": data["labels"], "images": data["images"]}
+
+
+def _few_shot(embedder, card, quick):
+    import zoo.data
+
+    data = _load_test_data(card)
+    if quick:
+        data = _subsample_classes(data, QUICK_CHARACTERS)
+    x = embedder.embed(data["images"])  # (N, D)
+    episodes = QUICK_EPISODES if quick else EPISODES
+    metrics = {}
+    for way, shot in FEW_SHOT_SETTINGS:
+        fs = evaluate.few_shot(x, data["labels"], way, shot, FEW_SHOT_QUERIES, episodes, seed=0)
+        metrics[f"{way}way{shot}shot"] = {"mean": fs["mean"], "ci95": fs["ci95"]}
+    runs = zoo.data.omniglot_oneshot_runs(size=card.input_shape[0])
+    shape = runs["train_images"].shape  # (R, W, H, W, 1)
+    train = embedder.embed(runs["train_images"].reshape(-1, *shape[2:])).reshape(shape[0], shape[1], -1)
+    test = embedder.embed(runs["test_images"].reshape(-1, *shape[2:])).reshape(shape[0], shape[1], -1)
+    metrics["lake_oneshot_runs"] = evaluate.oneshot_runs(train, test, runs["answers"])["accuracy"]
+    metrics["recall@1"] = evaluate.retrieval(x, data["labels"], ks=(1,))["recall@1"]
+    metrics["characters"] = int(len(np.unique(data["labels"])))
+    metrics["episodes"] = episodes
+    headline = ("Omniglot 20-way 1-shot (Lake's 20 runs)", metrics["lake_oneshot_runs"])
+    return metrics, headline, {"embeddings": x, "labels": data["labels"], "images": data["images"]}
+
+
+def _words(name) -> str:
+    """A class name as words: 'Smileys & Emotion' -> 'smileys and emotion', 'face-smiling' -> 'face smiling'."""
+    return str(name).replace("&", "and").replace("-", " ").lower()
+
+
+def _zero_shot(embedder, card, quick):
+    clip = OnnxCLIP(registry.exports_dir() / card.name)
+    data = _load_test_data(card)
+    templates = tuple(card.extras.get("templates") or DEFAULT_TEMPLATES)
+    x = clip.encode_image(data["images"])  # (N, D)
+    metrics = {}
+    for key, labels, names in (("category", data["labels"], data["category_names"]),
+                               ("subcategory", data["subcategory_labels"], data["subcategory_names"])):
+        text = clip.class_embeddings([_words(n) for n in names], templates)  # (C, D)
+        metrics[f"zero_shot_{key}_top1"] = evaluate.zero_shot(x, labels, text)["accuracy"]
+        metrics[f"{key}_chance"] = 1.0 / len(names)
+    captions = clip.encode_text([str(c) for c in data["captions"]])  # (N, D), row i describes image i
+    similarity = x @ captions.T
+    diagonal = np.arange(len(x))
+    metrics["image_to_text_recall@1"] = float(np.mean(np.argmax(similarity, axis=1) == diagonal))
+    metrics["text_to_image_recall@1"] = float(np.mean(np.argmax(similarity, axis=0) == diagonal))
+    metrics["test_images"] = int(len(x))
+    headline = ("emoji zero-shot top-1 (10 categories)", metrics["zero_shot_category_top1"])
+    return metrics, headline, {"embeddings": x, "labels": data["labels"], "images": data["images"]}
+
+
+PROTOCOLS = {
+    "verification": _verification,
+    "few_shot": _few_shot,
+    "self_supervised": _few_shot,
+    "zero_shot": _zero_shot,
+}
+
+
+# --- parity and latency -----------------------------------------------------------------------
+
+
+def parity(name) -> float:
+    """Max abs difference between onnxruntime and Keras outputs on the golden inputs, over all towers.
+
+    Args:
+        name: str. zoo entry name.
+    """
+    import onnxruntime as ort
+
+    card = registry.info(name)
+    folder = registry.exports_dir() / name
+    worst = 0.0
+    with np.load(folder / "golden.npz") as golden:
+        for role, tower in card.towers.items():
+            inputs = golden[f"{role}__inputs"]
+            model = registry.load(name, tower=role)
+            expected = np.asarray(model.predict(inputs, verbose=0))
+            session = ort.InferenceSession(str(folder / tower["onnx"]), providers=["CPUExecutionProvider"])
+            got = session.run(None, {tower["input"]: inputs})[0]
+            worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def latency_ms(embedder, repeats=LATENCY_REPEATS) -> float:
+    """Median wall time of one batch-1 `embed` call, in milliseconds.
+
+    Args:
+        embedder: OnnxEmbedder. the entry's runtime.
+        repeats: int. timed calls after two warm-up calls.
+    """
+    x = np.random.default_rng(0).uniform(0, 255, (1, *embedder.input_shape)).astype(np.float32)
+    embedder.embed(x)
+    embedder.embed(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        embedder.embed(x)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+
+def _plot_roc(results, path):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for r in results:
+        roc = r["plot"]["roc"]
+        ax.plot(np.maximum(roc["fpr"], 1e-4), roc["tpr"], label=f"{r['name']} (AUC {r['metrics']['auc']:.3f})")
+    ax.set(xscale="log", xlim=(1e-4, 1), ylim=(0, 1), xlabel="false accept rate", ylabel="true accept rate",
+           title="Verification ROC (held-out identities)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_few_shot(results, path):
+    import matplotlib.pyplot as plt
+
+    settings = [f"{w}way{s}shot" for w, s in FEW_SHOT_SETTINGS]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(results)
+    for i, r in enumerate(results):
+        means = [r["metrics"][k]["mean"] for k in settings] + [r["metrics"]["lake_oneshot_runs"]]
+        errors = [r["metrics"][k]["ci95"] for k in settings] + [0.0]
+        ax.bar(np.arange(len(means)) + (i - (len(results) - 1) / 2) * width, means, width, yerr=errors,
+               label=r["name"], capsize=2)
+    ax.set_xticks(np.arange(len(settings) + 1),
+                  [f"{w}-way {s}-shot" for w, s in FEW_SHOT_SETTINGS] + ["Lake's runs\n20-way 1-shot"], fontsize=8)
+    ax.set(ylim=(0, 1), ylabel="accuracy", title="Few-shot on Omniglot evaluation alphabets (nearest prototype)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_map(results, path, n_classes=10):
+    """2-D PCA of the test embeddings of `n_classes` classes, one panel per entry."""
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(results))
+    rows = int(np.ceil(len(results) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    for ax, r in zip(axes.ravel(), results):
+        x, labels = r["plot"]["embeddings"], r["plot"]["labels"]
+        classes = np.unique(labels)
+        chosen = np.random.default_rng(0).choice(classes, min(n_classes, len(classes)), replace=False)
+        keep = np.isin(labels, chosen)
+        centred = x[keep] - x[keep].mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        points = centred @ vt[:2].T  # (n, 2)
+        ax.scatter(points[:, 0], points[:, 1], c=np.searchsorted(np.sort(chosen), labels[keep]), cmap="tab10",
+                   s=10)
+        ax.set_title(r["name"], fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.ravel()[len(results):]:
+        ax.axis("off")
+    fig.suptitle(f"PCA of held-out embeddings ({n_classes} classes, one colour each)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_neighbours(result, path, queries=5, k=5):
+    """Query images and their k nearest held-out neighbours; green frame = same class."""
+    import matplotlib.pyplot as plt
+
+    x, labels, images = result["plot"]["embeddings"], result["plot"]["labels"], result["plot"]["images"]
+    rows = np.random.default_rng(1).choice(len(x), queries, replace=False)
+    d2 = np.maximum(2.0 - 2.0 * x[rows] @ x.T, 0.0)  # (queries, N) on unit vectors
+    d2[np.arange(queries), rows] = np.inf  # a query does not retrieve itself
+    nearest = np.argsort(d2, axis=1)[:, :k]
+    fig, axes = plt.subplots(queries, k + 1, figsize=(1.3 * (k + 1), 1.3 * queries), squeeze=False)
+    for q, row in enumerate(rows):
+        for j, index in enumerate([row, *nearest[q]]):
+            ax = axes[q, j]
+            image = images[index]
+            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            colour = "black" if j == 0 else ("green" if labels[index] == labels[row] else "red")
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(2.5)
+        axes[q, 0].set_ylabel("query", fontsize=7)
+    fig.suptitle(f"{result['name']}: nearest neighbours", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# --- output -----------------------------------------------------------------------------------
+
+COLUMNS = ("entry", "method", "data", "metric", "value", "card", "anchor (literature)", "latency ms", "parity")
+
+
+def _row(r) -> tuple:
+    card = r["card"]
+    if "error" in r:
+        method, dataset, anchor = (card.method, card.dataset, card.anchor) if card else ("-", "-", "-")
+        return (r["name"], method, dataset, "error", r["error"], "", anchor, "", "")
+    primary = card.metrics.get(card.primary_metric)
+    primary = primary.get("mean") if isinstance(primary, dict) else primary
+    shown = f"{card.primary_metric}={primary:.4f}" if isinstance(primary, (int, float)) else card.primary_metric
+    par = "n/a" if r["parity"] is None else f"{r['parity']:.1e}"
+    return (card.name, card.method, card.dataset, r["headline"][0], f"{r['headline'][1]:.4f}", shown,
+            card.anchor or "-", f"{r['latency_ms']:.2f}", par)
+
+
+def leaderboard(results) -> str:
+    """The leaderboard as a plain-text table, one row per entry."""
+    rows = [COLUMNS] + [_row(r) for r in results]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _html(results, plots) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in _row(r)) + "</tr>" for r in results)
+    details = "".join(
+        f"<h3>{esc(r['name'])}</h3>"
+        + (f"<p>{esc(r['card'].paper)} &middot; recipe: <code>{esc(r['card'].recipe)}</code> &middot; "
+           f"data license: {esc(r['card'].data_license)}</p>" if r["card"] else "")
+        + f"<pre>{esc(json.dumps(r.get('metrics', {'error': r.get('error')}), indent=1))}</pre>"
+        for r in results)
+    figures = "".join(f"<h3>{esc(title)}</h3><img src='{esc(file)}' alt='{esc(title)}'>" for title, file in plots)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Embedding zoo report</title><style>"
+        "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}img{max-width:100%}"
+        "pre{background:#f6f6f6;padding:8px;font-size:12px}</style></head><body>"
+        "<h1>Embedding zoo report</h1><p>Every value below was computed now, from the published ONNX files, "
+        "on each entry's held-out split; <i>card</i> is the recipe's own number (Keras), <i>parity</i> the max "
+        "abs difference between onnxruntime and Keras on the golden inputs, <i>latency</i> the median batch-1 "
+        f"onnxruntime call.</p><table><tr>{head}</tr>{body}</table><h2>Plots</h2>{figures}"
+        f"<h2>All metrics</h2>{details}</body></html>")
+
+
+def evaluate_entry(name, quick=False) -> dict:
+    """Evaluate one entry from its ONNX file: metrics, headline, latency, parity, plot data.
+
+    Args:
+        name: str. zoo entry name.
+        quick: bool. fewer episodes and test images.
+    """
+    card = registry.info(name)
+    embedder = OnnxEmbedder(registry.exports_dir() / name)
+    metrics, headline, plot = PROTOCOLS[card.protocol](embedder, card, quick)
+    try:
+        par = parity(name)
+    except ImportError:  # a runtime-only install has no Keras: the ONNX numbers stand alone
+        par = None
+    return {"name": name, "card": card, "metrics": metrics, "headline": headline, "plot": plot,
+            "latency_ms": latency_ms(embedder, 10 if quick else LATENCY_REPEATS), "parity": par}
+
+
+def run(out="report", quick=False) -> list[dict]:
+    """Evaluate every published entry, print the leaderboard, write `out/index.html` and `out/results.json`.
+
+    Returns the per-entry results; an entry that fails is reported with its error and the others go on.
+
+    Args:
+        out: str | Path. output folder.
+        quick: bool. fewer episodes and test images (seconds per entry).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    names = registry.list_models()
+    if not names:
+        print(f"no published entries in {registry.exports_dir()}: nothing to report. "
+              "Run a recipe first, e.g. `python recipes/protonet.py`.")
+        return []
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for i, name in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {name} ...", flush=True)
+        start, card = time.perf_counter(), None
+        try:
+            card = registry.info(name)
+            print(f"    {card.method}, {card.protocol} on {'/'.join(_test_split(card))}", flush=True)
+            r = evaluate_entry(name, quick)
+        except Exception as err:  # one broken entry must not hide the others
+            r = {"name": name, "card": card, "error": f"{type(err).__name__}: {err}"}
+            print(f"    FAILED: {r['error']}", flush=True)
+        else:
+            print(f"    {r['headline'][0]} = {r['headline'][1]:.4f}, {r['latency_ms']:.2f} ms, "
+                  f"parity {r['parity']}, {time.perf_counter() - start:.0f} s", flush=True)
+        results.append(r)
+
+    ok = [r for r in results if "error" not in r]
+    plots = []
+    verification = [r for r in ok if r["card"].protocol == "verification"]
+    if verification:
+        _plot_roc(verification, out / "roc.png")
+        plots.append(("ROC curves, verification entries", "roc.png"))
+    few_shot = [r for r in ok if r["card"].protocol in ("few_shot", "self_supervised")]
+    if few_shot:
+        _plot_few_shot(few_shot, out / "few_shot.png")
+        plots.append(("Few-shot accuracy by way and shot (95% CI)", "few_shot.png"))
+    if ok:
+        _plot_map(ok, out / "embedding_map.png")
+        plots.append(("2-D map of embeddings (PCA)", "embedding_map.png"))
+    for r in ok:
+        _plot_neighbours(r, out / f"neighbours_{r['name']}.png")
+        plots.append((f"Nearest neighbours: {r['name']}", f"neighbours_{r['name']}.png"))
+
+    (out / "index.html").write_text(_html(results, plots), encoding="utf-8")
+    summary = [{"name": r["name"], "protocol": r["card"].protocol if r["card"] else None,
+                **({"error": r["error"]} if "error" in r else
+                   {"headline": {"metric": r["headline"][0], "value": r["headline"][1]}, "metrics": r["metrics"],
+                    "latency_ms": r["latency_ms"], "parity_max_abs_diff": r["parity"]})} for r in results]
+    (out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print()
+    print(leaderboard(results))
+    failed = [r["name"] for r in results if "error" in r]
+    print(f"\nwrote {out / 'index.html'}" + (f"; FAILED entries: {failed}" if failed else ""))
+    return results

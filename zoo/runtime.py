@@ -1,0 +1,456 @@
+"""Run published embedders with numpy and onnxruntime alone (no TensorFlow, no Keras).
+
+This module is self-contained on purpose: it reads `card.json`, checks sha256 digests and
+tokenises text with the standard library, so an app can copy `exports/<name>/` and this file
+and depend only on `numpy` and `onnxruntime`.
+
+    from zoo.runtime import OnnxEmbedder
+    e = OnnxEmbedder("exports/facenet_triplet")
+    e.embed(images)                    # (B, D) float32, L2-normalised
+    e.verify(a, b)                     # (same, distances) with the card's threshold
+    e.search(queries, gallery, k=5)    # (indices, distances)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+__all__ = ["OnnxEmbedder", "OnnxCLIP", "Tokenizer", "few_shot_classify", "read_card"]
+
+_CARD_METADATA_KEY = "zoo_card"
+# Entries of the (rows, N) distance block per chunk in `search`: bounds memory for large galleries.
+_SEARCH_CHUNK_ELEMENTS = 4_000_000
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_card(folder) -> dict:
+    """Read `card.json` of an export folder as a plain dict.
+
+    Args:
+        folder: str | Path. an export folder, e.g. `exports/facenet_triplet`.
+    """
+    path = Path(folder) / "card.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no card.json in the export folder: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def _read_checked(folder: Path, relpath: str, card: dict, verify: bool) -> bytes:
+    """Read a file of an export folder, checking its sha256 against `card["files"]`."""
+    path = folder / relpath
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file of the export: {path}")
+    data = path.read_bytes()
+    if verify:
+        expected = (card.get("files") or {}).get(relpath)
+        if expected is None:
+            raise ValueError(
+                f"card.json in {folder} records no sha256 for {relpath!r}; "
+                "pass verify=False to load an unverified file"
+            )
+        actual = _sha256(data)
+        if actual != expected:
+            raise ValueError(
+                f"sha256 mismatch for {path}: expected {expected} (card.json), got {actual}; "
+                "the file was modified or corrupted, re-publish or re-download the entry"
+            )
+    return data
+
+
+def _tower_file(card: dict, input_name: str, folder: Path) -> str:
+    """The ONNX file of the first tower whose input is `input_name` ("images" or "token_ids")."""
+    for role, tower in (card.get("towers") or {}).items():
+        if tower.get("input") == input_name:
+            return tower.get("onnx", f"{role}.onnx")
+    raise ValueError(f"card.json in {folder} lists no tower with input {input_name!r}")
+
+
+def _session(model: bytes, providers) -> ort.InferenceSession:
+    if providers is None:
+        providers = ort.get_available_providers()
+    return ort.InferenceSession(model, providers=list(providers))
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def _check_numeric(array: np.ndarray, what: str) -> None:
+    if array.dtype.kind not in "uif":
+        raise ValueError(
+            f"expected {what} as an array of uint8 or float pixel values, got dtype {array.dtype}"
+        )
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} contain NaN or Inf; expected finite pixel values 0..255")
+
+
+class OnnxEmbedder:
+    """Embed images with a published ONNX embedder: (B, H, W, C) pixels -> (B, D) L2-normalised.
+
+    Args:
+        path: str | Path. an export folder (with card.json) or a `.onnx` file.
+        verify: bool. check the sha256 of the ONNX file against card.json before loading it.
+        batch_size: int. images per onnxruntime call inside `embed`.
+        providers: list[str] | None. onnxruntime execution providers (default: all available).
+        int8: bool. load the statically quantised `<tower>.int8.onnx` instead of the fp32 graph.
+    """
+
+    def __init__(self, path, *, verify=True, batch_size=64, providers=None, int8=False):
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        path = Path(path)
+        if path.is_dir():
+            card = read_card(path)
+            relpath = _tower_file(card, "images", path)
+            if int8:
+                relpath = relpath[: -len(".onnx")] + ".int8.onnx"
+            model = _read_checked(path, relpath, card, verify)
+        elif path.is_file():
+            if int8:
+                raise ValueError("int8=True needs an export folder; pass the .int8.onnx file itself")
+            folder, card = path.parent, None
+            if (folder / "card.json").is_file():
+                # A file inside an export folder is still checked against its card.
+                card = read_card(folder)
+                model = _read_checked(folder, path.name, card, verify)
+            else:
+                model = path.read_bytes()
+        else:
+            raise FileNotFoundError(f"no export folder or ONNX file at {path}")
+        self._session = _session(model, providers)
+        if card is None:
+            meta = self._session.get_modelmeta().custom_metadata_map
+            card = json.loads(meta[_CARD_METADATA_KEY]) if _CARD_METADATA_KEY in meta else {}
+        self.card = card
+        self.path = path
+        graph_input = self._session.get_inputs()[0]
+        self._input_name = graph_input.name
+        self._output_name = self._session.get_outputs()[0].name
+        shape = card.get("input_shape") or graph_input.shape[1:]
+        if not all(isinstance(n, int) for n in shape) or len(shape) != 3:
+            raise ValueError(f"cannot tell the input shape (H, W, C) of {path}: {shape}")
+        self.input_shape = tuple(int(n) for n in shape)
+        dim = card.get("embedding_dim") or self._session.get_outputs()[0].shape[-1]
+        self.embedding_dim = int(dim)
+
+    @property
+    def threshold(self):
+        """Verification threshold on the Euclidean distance of L2-normalised embeddings, or None."""
+        return self.card.get("threshold")
+
+    def _as_batch(self, images) -> np.ndarray:
+        """Validate images and return them as float32 (B, H, W, C)."""
+        h, w, c = self.input_shape
+        x = np.asarray(images)
+        _check_numeric(x, "images")
+        if x.ndim == 4 and x.shape[1:] == (h, w, c):
+            pass
+        elif x.ndim == 3 and x.shape == (h, w, c):
+            x = x[None]  # one HWC image
+        elif c == 1 and x.ndim == 3 and x.shape[1:] == (h, w):
+            x = x[..., None]  # grey batch (B, H, W)
+        elif c == 1 and x.shape == (h, w):
+            x = x[None, ..., None]  # one grey image
+        else:
+            grey = f", (B, {h}, {w}) or ({h}, {w})" if c == 1 else ""
+            raise ValueError(
+                f"expected images of shape (B, {h}, {w}, {c}) or ({h}, {w}, {c}){grey}, "
+                f"got shape {x.shape}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"expected at least one image, got an empty batch of shape {x.shape}")
+        return x.astype(np.float32, copy=False)
+
+    def embed(self, images) -> np.ndarray:
+        """Embed images; returns (B, D) float32, L2-normalised.
+
+        Args:
+            images: array. uint8 or float pixel values 0..255, (B, H, W, C) or one (H, W, C)
+                image; (B, H, W) or (H, W) when C == 1.
+        """
+        x = self._as_batch(images)  # (B, H, W, C)
+        out = [
+            self._session.run([self._output_name], {self._input_name: x[i : i + self.batch_size]})[0]
+            for i in range(0, len(x), self.batch_size)
+        ]
+        return np.concatenate(out).astype(np.float32, copy=False)  # (B, D)
+
+    def verify(self, a, b):
+        """Decide whether image pairs (a[i], b[i]) show the same identity.
+
+        Returns (same: bool (B,), distances: float32 (B,)); same = distance <= card threshold.
+
+        Args:
+            a: array. B images (see `embed`).
+            b: array. B images, paired with `a` row by row.
+        """
+        if self.threshold is None:
+            raise ValueError(f"the card of {self.path} has no verification threshold")
+        ea, eb = _l2_normalize(self.embed(a)), _l2_normalize(self.embed(b))
+        if len(ea) != len(eb):
+            raise ValueError(f"expected as many images in a as in b, got {len(ea)} and {len(eb)}")
+        distances = np.linalg.norm(ea - eb, axis=1).astype(np.float32)  # (B,)
+        return distances <= self.threshold, distances
+
+    def _as_embeddings(self, gallery) -> np.ndarray:
+        g = np.asarray(gallery)
+        if g.ndim == 2 and g.dtype.kind == "f" and g.shape[1] == self.embedding_dim:
+            _check_numeric(g, "gallery embeddings")
+            if len(g) == 0:
+                raise ValueError("expected a non-empty gallery")
+            return _l2_normalize(g.astype(np.float32, copy=False))
+        return _l2_normalize(self.embed(g))
+
+    def search(self, queries, gallery, k=5):
+        """Find the k gallery items nearest to each query (Euclidean on L2-normalised embeddings).
+
+        A gallery given as a 2-D float array with D columns is taken as precomputed embeddings.
+        Returns (indices: int64 (Q, k), distances: float32 (Q, k)), nearest first.
+
+        Args:
+            queries: array. Q images (see `embed`).
+            gallery: array. N images, or (N, D) float embeddings.
+            k: int. neighbours per query, 1 <= k <= N.
+        """
+        q = _l2_normalize(self.embed(queries))  # (Q, D)
+        g = self._as_embeddings(gallery)  # (N, D)
+        if not 1 <= int(k) <= len(g):
+            raise ValueError(f"expected 1 <= k <= gallery size {len(g)}, got k={k}")
+        k = int(k)
+        rows = max(1, _SEARCH_CHUNK_ELEMENTS // len(g))
+        indices, distances = [], []
+        for start in range(0, len(q), rows):
+            # |q - g|^2 = 2 - 2 q.g for unit vectors; clipped against rounding below zero.
+            d2 = np.maximum(2.0 - 2.0 * q[start : start + rows] @ g.T, 0.0)  # (rows, N)
+            part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            part_d2 = np.take_along_axis(d2, part, axis=1)
+            order = np.argsort(part_d2, axis=1, kind="stable")
+            indices.append(np.take_along_axis(part, order, axis=1))
+            distances.append(np.sqrt(np.take_along_axis(part_d2, order, axis=1)))
+        return np.concatenate(indices).astype(np.int64), np.concatenate(distances).astype(np.float32)
+
+
+def few_shot_classify(embedder, support_images, support_labels, query_images) -> np.ndarray:
+    """Label queries by their nearest class prototype (mean support embedding, squared Euclidean).
+
+    Reference: Snell et al. 2017, "Prototypical Networks for Few-shot Learning".
+
+    Args:
+        embedder: OnnxEmbedder. any object with `embed(images) -> (B, D)`.
+        support_images: array. S labelled images.
+        support_labels: array. (S,) labels of the support images, any dtype.
+        query_images: array. Q images to classify.
+    Returns:
+        (Q,) array of labels taken from `support_labels`.
+    """
+    labels = np.asarray(support_labels)
+    support = embedder.embed(support_images)  # (S, D)
+    if labels.ndim != 1 or len(labels) != len(support):
+        raise ValueError(
+            f"expected one label per support image ({len(support)}), got labels of shape {labels.shape}"
+        )
+    classes, inverse = np.unique(labels, return_inverse=True)
+    prototypes = np.zeros((len(classes), support.shape[1]), np.float64)  # (C, D)
+    np.add.at(prototypes, inverse, support)
+    prototypes /= np.bincount(inverse, minlength=len(classes))[:, None]
+    query = embedder.embed(query_images).astype(np.float64)  # (Q, D)
+    d2 = (
+        np.sum(query**2, 1)[:, None] - 2.0 * query @ prototypes.T + np.sum(prototypes**2, 1)[None]
+    )  # (Q, C)
+    return classes[np.argmin(d2, axis=1)]
+
+
+class Tokenizer:
+    """Byte-level tokenizer shared by CLIP training and the runtime: no vocabulary file.
+
+    A text is lower-cased, encoded as UTF-8, each byte b becomes token b + 2, then the end
+    token 1 follows and pad tokens 0 fill up to `context_length`. Texts longer than
+    `context_length - 1` bytes are truncated so that every row still ends with the end token.
+
+    Args:
+        context_length: int. tokens per text, including the end token.
+    """
+
+    pad_id = 0
+    end_id = 1
+    vocab_size = 258
+
+    def __init__(self, context_length: int):
+        if int(context_length) < 2:
+            raise ValueError(f"context_length must be >= 2, got {context_length}")
+        self.context_length = int(context_length)
+
+    def encode(self, texts) -> np.ndarray:
+        """Tokenise texts; returns int32 (B, context_length).
+
+        Args:
+            texts: list[str]. the texts (a bare str is rejected: wrap it in a list).
+        """
+        if isinstance(texts, (str, bytes)):
+            raise ValueError("expected a list of strings, got a single string; wrap it in a list")
+        texts = list(texts)
+        out = np.zeros((len(texts), self.context_length), np.int32)  # (B, L)
+        for row, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"expected a list of strings, item {row} is {type(text).__name__}")
+            ids = [b + 2 for b in text.lower().encode("utf-8")[: self.context_length - 1]]
+            out[row, : len(ids)] = ids
+            out[row, len(ids)] = self.end_id
+        return out
+
+
+class OnnxCLIP:
+    """Zero-shot image classification and image/text embedding with a published CLIP entry.
+
+    Reference: Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
+    Supervision".
+
+    Args:
+        folder: str | Path. the export folder holding image_encoder.onnx and text_encoder.onnx.
+        verify: bool. check the sha256 of both ONNX files against card.json.
+        batch_size: int. images or texts per onnxruntime call.
+        providers: list[str] | None. onnxruntime execution providers.
+    """
+
+    def __init__(self, folder, *, verify=True, batch_size=64, providers=None):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"no export folder at {self.folder}")
+        self.image = OnnxEmbedder(self.folder, verify=verify, batch_size=batch_size, providers=providers)
+        self.card = self.image.card
+        self._text_file = _tower_file(self.card, "token_ids", self.folder)
+        extras = self.card.get("extras") or {}
+        if extras.get("tokenizer", "byte") != "byte":
+            raise ValueError(f"unsupported tokenizer {extras.get('tokenizer')!r}; expected 'byte'")
+        for key in ("context_length", "logit_scale"):
+            if key not in extras:
+                raise ValueError(f"card.json in {self.folder} lacks extras[{key!r}] needed by CLIP")
+        self.tokenizer = Tokenizer(extras["context_length"])
+        self.logit_scale = float(extras["logit_scale"])
+        model = _read_checked(self.folder, self._text_file, self.card, verify)
+        self._text = _session(model, providers)
+        self._text_input = self._text.get_inputs()[0].name
+        self._text_output = self._text.get_outputs()[0].name
+        self.batch_size = self.image.batch_size
+
+    def encode_image(self, images) -> np.ndarray:
+        """Embed images; returns (B, D) float32, L2-normalised (see `OnnxEmbedder.embed`)."""
+        return self.image.embed(images)
+
+    def encode_text(self, texts) -> np.ndarray:
+        """Embed texts; returns (B, D) float32, L2-normalised.
+
+        Args:
+            texts: list[str]. the texts.
+        """
+        tokens = self.tokenizer.encode(texts)  # (B, L)
+        if len(tokens) == 0:
+            raise ValueError("expected at least one text, got an empty list")
+        out = [
+            self._text.run([self._text_output], {self._text_input: tokens[i : i + self.batch_size]})[0]
+            for i in range(0, len(tokens), self.batch_size)
+        ]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def class_embeddings(self, class_names, templates=("a photo of {}.",)) -> np.ndarray:
+        """One text embedding per class: the prompt ensemble averaged, then re-normalised; (C, D).
+
+        Args:
+            class_names: list[str]. the class names.
+            templates: sequence[str]. prompts with one `{}` where the class name goes.
+        """
+        templates = list(templates)
+        if not templates or any("{}" not in t for t in templates):
+            raise ValueError(f"expected templates each containing '{{}}', got {templates!r}")
+        names = list(class_names)
+        if not names:
+            raise ValueError("expected at least one class name")
+        prompts = [t.format(name) for name in names for t in templates]
+        emb = self.encode_text(prompts).reshape(len(names), len(templates), -1)  # (C, T, D)
+        return _l2_normalize(emb.mean(axis=1)).astype(np.float32)  # (C, D)
+
+    def zero_shot(self, images, class_names, templates=("a photo of {}.",)):
+        """Classify images among `class_names` by prompts.
+
+        Returns (predictions: int64 (B,) indices into class_names, probabilities: float32 (B, C)).
+
+        Args:
+            images: array. images (see `OnnxEmbedder.embed`).
+            class_names: list[str]. the candidate classes.
+            templates: sequence[str]. prompt templates, averaged in embedding space.
+        """
+        text = self.class_embeddings(class_names, templates)  # (C, D)
+        logits = self.logit_scale * _l2_normalize(self.encode_image(images)) @ text.T  # (B, C)
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return np.argmax(probabilities, axis=1), probabilities.astype(np.float32)
+
+    def zero_shot_head(self, class_names, templates, path) -> Path:
+        """Write one ONNX classifier: the image tower plus a fixed matrix of class text embeddings.
+
+        The graph takes `images` and returns `logits` (B, C), the cosine similarities, and
+        `probabilities` (B, C) = softmax(logit_scale * logits). Class names are stored in
+        metadata_props "zoo_classes" (JSON list). Needs the `onnx` package.
+
+        Args:
+            class_names: list[str]. the classes, in output column order.
+            templates: sequence[str]. prompt templates, averaged in embedding space.
+            path: str | Path. the .onnx file to write.
+        """
+        import onnx
+        from onnx import helper, numpy_helper
+
+        text = self.class_embeddings(class_names, templates)  # (C, D)
+        model = onnx.load_from_string(
+            _read_checked(self.folder, _tower_file(self.card, "images", self.folder), self.card, False)
+        )
+        graph = model.graph
+        embeddings = graph.output[0].name
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.ascontiguousarray(text.T), "zoo_head/class_embeddings"),
+                numpy_helper.from_array(np.array(self.logit_scale, np.float32), "zoo_head/logit_scale"),
+            ]
+        )
+        graph.node.extend(
+            [
+                helper.make_node("MatMul", [embeddings, "zoo_head/class_embeddings"], ["logits"]),
+                helper.make_node("Mul", ["logits", "zoo_head/logit_scale"], ["zoo_head/scaled"]),
+                helper.make_node("Softmax", ["zoo_head/scaled"], ["probabilities"], axis=-1),
+            ]
+        )
+        del graph.output[:]
+        n = len(text)
+        graph.output.extend(
+            [
+                helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", n]),
+                helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", n]),
+            ]
+        )
+        helper.set_model_props(
+            model,
+            {
+                **{p.key: p.value for p in model.metadata_props},
+                "zoo_classes": json.dumps(list(class_names)),
+                "zoo_templates": json.dumps(list(templates)),
+            },
+        )
+        onnx.checker.check_model(model)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(path))
+        return path
