@@ -29,13 +29,13 @@ class Config:
     seed: int = 0
     image_size: int = 64
     embedding_dim: int = 128
-    widths: str = "32-64-128-256"
+    widths: str = "32-64-128"
     context_length: int = 64
     text_width: int = 128
     text_depth: int = 2
     text_heads: int = 4
     batch_size: int = 128
-    epochs: int = 40
+    epochs: int = 24
     learning_rate: float = 2e-3
     weight_decay: float = 0.05
     use_coco: bool = True

@@ -100,6 +100,9 @@ def _gallery_files(directory: Path) -> list[Path]:
 
 
 def cmd_list(args):
+    if args.markdown:
+        print(registry.model_table(), end="")
+        return
     names = registry.list_models()
     if not names:
         print(f"no published entries in {registry.exports_dir()} (run a recipe, e.g. python recipes/protonet.py)")
@@ -111,6 +114,17 @@ def cmd_list(args):
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         shown = f"{card.primary_metric}={value:.4f}" if number else card.primary_metric
         print(f"{name:<22}{card.method:<18}{card.dataset:<28}{card.protocol:<17}{shown:<34}{card.embedding_dim:>5}")
+
+
+def cmd_readme(args):
+    path = Path(args.path)
+    text = path.read_text()
+    begin, end = "<!-- models:begin -->\n", "<!-- models:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"{path}: expected the markers {begin.strip()} and {end} around the model table")
+    head, rest = text.split(begin, 1)
+    path.write_text(head + begin + registry.model_table() + end + rest.split(end, 1)[1])
+    print(f"{path}: model table regenerated from {len(registry.list_models())} cards")
 
 
 def cmd_info(args):
@@ -170,7 +184,12 @@ def cmd_bench(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="Keras embedding zoo: published embedders.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the published entries").set_defaults(fn=cmd_list)
+    p = sub.add_parser("list", help="list the published entries")
+    p.add_argument("--markdown", action="store_true", help="the README's model table")
+    p.set_defaults(fn=cmd_list)
+    p = sub.add_parser("readme", help="regenerate the README's model table from the cards")
+    p.add_argument("--path", default=str(Path(__file__).resolve().parent.parent / "README.md"))
+    p.set_defaults(fn=cmd_readme)
     p = sub.add_parser("info", help="print an entry's card.json")
     p.add_argument("name")
     p.set_defaults(fn=cmd_info)

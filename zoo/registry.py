@@ -270,3 +270,18 @@ def load(name: str, tower: str | None = None, root=None, verify: bool = True):
 def import_custom_layers() -> None:
     """Register the zoo's custom Keras layers (zoo.backbones), so `.keras` files load with safe_mode."""
     import zoo.backbones  # noqa: F401
+
+
+def model_table(root=None) -> str:
+    """The README's model table, in Markdown, generated from the published cards (never typed by hand)."""
+    rows = ["| entry | method | trained on | held-out metric | value | literature anchor | training | int8 |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in list_models(root):
+        card = info(name, root)
+        value = card.metrics[card.primary_metric]
+        value = value.get("mean", value) if isinstance(value, dict) else value
+        minutes = card.training.get("minutes")
+        int8 = "-" if not card.int8 else ("kept" if card.int8.get("kept") else "dropped")
+        rows.append(f"| `{name}` | {card.method} | {card.dataset} | {card.primary_metric} | {value:.4f} | "
+                    f"{card.anchor or '-'} | {f'{minutes} min' if minutes is not None else '-'} | {int8} |")
+    return "\n".join(rows) + "\n"
