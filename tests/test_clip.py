@@ -24,17 +24,15 @@ def pairs(n=8, context_length=16, seed=0):
 
 
 @pytest.mark.multibackend
-def test_two_training_steps_lower_the_loss_and_track_the_scale():
+def test_training_steps_lower_the_loss_and_track_the_scale():
     keras.utils.set_random_seed(0)
     model = tiny_clip()
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     images, tokens = pairs()
-    before = float(model.evaluate((images, tokens), batch_size=8, verbose=0)[0])
-    history = model.fit((images, tokens), batch_size=8, epochs=2, verbose=0, shuffle=False)
-    assert np.isfinite(history.history["loss"]).all()
-    assert history.history["logit_scale"][0] == pytest.approx(1 / 0.07, rel=0.01)
-    after = float(model.evaluate((images, tokens), batch_size=8, verbose=0)[0])
-    assert after < before
+    history = model.fit((images, tokens), batch_size=8, epochs=6, verbose=0, shuffle=False).history
+    assert np.isfinite(history["loss"]).all()
+    assert history["logit_scale"][0] == pytest.approx(1 / 0.07, rel=0.01)
+    assert history["loss"][-1] < history["loss"][0]
 
 
 @pytest.mark.multibackend

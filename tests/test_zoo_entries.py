@@ -1,0 +1,117 @@
+"""One parametrised test over every published entry: integrity, and Keras = SavedModel = ONNX (= int8 shape)."""
+
+import json
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo import registry
+from zoo.runtime import OnnxEmbedder, Tokenizer
+
+ENTRIES = registry.list_models()
+ATOL = 1e-5
+MIN_COSINE = 0.99999
+
+
+def test_the_zoo_is_not_empty():
+    assert ENTRIES, f"no published entries under {registry.exports_dir()}"
+
+
+def tower_inputs(spec, batch, seed):
+    """Random inputs of a tower: raw pixels 0..255, or byte-token rows with an end token and padding."""
+    rng = np.random.default_rng(seed)
+    if spec["input"] == "images":
+        return rng.uniform(0, 255, (batch, *spec["shape"])).astype("float32")
+    length = spec["shape"][0]
+    ids = np.zeros((batch, length), np.int32)
+    for row, n in enumerate(rng.integers(0, length, batch)):
+        ids[row, :n] = rng.integers(2, Tokenizer.vocab_size, n)
+        ids[row, n] = Tokenizer.end_id
+    return ids
+
+
+def assert_same(a, b, what):
+    assert a.shape == b.shape, what
+    assert np.abs(a - b).max() <= ATOL, f"{what}: max abs diff {np.abs(a - b).max():.2e} > {ATOL}"
+    cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert cosine.min() >= MIN_COSINE, f"{what}: cosine {cosine.min()}"
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_loads_verified_and_all_formats_agree(name):
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    card = zoo.info(name)
+    folder = registry.exports_dir() / name
+    registry.verify_files(folder, card)
+    assert set(card.files) == set(registry.folder_sha256(folder)), "card.files must list every file"
+    assert card.primary_metric in card.metrics
+    golden = np.load(folder / "golden.npz")
+    for role, spec in card.towers.items():
+        keras_model = zoo.load(name, tower=role)
+        saved = tf.saved_model.load(str(folder / spec["saved_model"])).signatures["serving_default"]
+        session = ort.InferenceSession(str(folder / spec["onnx"]), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == [spec["input"]]
+        assert [o.name for o in session.get_outputs()] == ["embeddings"]
+        metadata = json.loads(session.get_modelmeta().custom_metadata_map["zoo_card"])
+        assert metadata["name"] == name and metadata["metrics"] == card.metrics
+        cases = {"golden": golden[f"{role}__inputs"]}
+        cases.update({f"random batch {b}": tower_inputs(spec, b, seed=b) for b in (1, 7, 32)})
+        for case, x in cases.items():
+            k = np.asarray(keras_model.predict_on_batch(x))
+            s = saved(**{spec["input"]: tf.constant(x)})["embeddings"].numpy()
+            o = session.run(["embeddings"], {spec["input"]: x})[0]
+            assert_same(k, s, f"{name}/{role} {case}: Keras vs SavedModel")
+            assert_same(k, o, f"{name}/{role} {case}: Keras vs ONNX")
+            np.testing.assert_allclose(np.linalg.norm(o, axis=1), 1.0, atol=1e-5)
+            if case == "golden":
+                assert_same(k, golden[f"{role}__embeddings"], f"{name}/{role}: Keras vs golden.npz")
+
+
+@pytest.mark.parametrize("name", ENTRIES)
+def test_entry_runtime_and_int8(name):
+    card = zoo.info(name)
+    folder = registry.exports_dir() / name
+    embedder = OnnxEmbedder(folder)
+    x = tower_inputs({"input": "images", "shape": card.input_shape}, 5, seed=3)
+    e = embedder.embed(x)
+    assert e.shape == (5, card.embedding_dim)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    if card.int8:
+        assert card.int8["int8"] >= card.int8["fp32"] - 0.01 or not card.int8["kept"]
+        assert card.int8["kept"] == any(path.endswith(".int8.onnx") for path in card.files)
+        if card.int8["kept"]:
+            q = OnnxEmbedder(folder, int8=True).embed(x)
+            assert q.shape == e.shape and np.all(np.sum(q * e, axis=1) > 0.9)
+
+
+def test_clip_runtime_zero_shot_equals_keras_on_the_test_split():
+    if "clip" not in ENTRIES:
+        pytest.skip("no clip entry published")
+    import importlib.util
+    from pathlib import Path
+
+    import zoo.data
+    from zoo import evaluate
+    from zoo.runtime import OnnxCLIP
+
+    spec = importlib.util.spec_from_file_location("clip_recipe", Path(__file__).parent.parent / "recipes" / "clip.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    card = zoo.info("clip")
+    test = zoo.data.load("emoji", "test")
+    images = recipe.resize(test["images"], card.extras["image_size"])
+    tokenizer = Tokenizer(card.extras["context_length"])
+    names = list(test["category_names"])
+    # Keras: the recipe's own zero-shot.
+    classes = recipe.zero_shot_text_embeddings(zoo.load("clip", tower="text_encoder"), tokenizer, names)
+    keras_images = np.asarray(zoo.load("clip", tower="image_encoder").predict(images, verbose=0))
+    keras_pred = evaluate.zero_shot(keras_images, test["labels"], classes)["predictions"]
+    # onnxruntime alone, with the prompt words the recipe uses.
+    runtime = OnnxCLIP(registry.exports_dir() / "clip")
+    onnx_pred, _ = runtime.zero_shot(images, recipe.class_prompts(names), templates=recipe.TEMPLATES)
+    np.testing.assert_array_equal(onnx_pred, keras_pred)
+    accuracy = float(np.mean(onnx_pred == test["labels"]))
+    assert accuracy == pytest.approx(card.metrics["zero_shot_category_top1"], abs=1e-9)
