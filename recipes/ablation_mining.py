@@ -40,7 +40,8 @@ VARIANTS = [
 BUDGET = {"epochs": 10, "steps_per_epoch": 30}  # shared by every variant: 300 steps of 32 x 4 images
 START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 COLUMNS = [("verification acc.", "verification_accuracy"), ("AUC", "auc"), ("TAR@FAR=1e-3", "tar_at_far_1e-3"),
-           ("recall@1", "recall@1"), ("train images/s", "images_per_s")]
+           ("recall@1", "recall@1"), ("active triplets, last epoch", "active_fraction"),
+           ("train images/s", "images_per_s")]
 
 
 def table(results, budget, command):
@@ -53,7 +54,8 @@ def table(results, budget, command):
              "| variant | " + " | ".join(c for c, _ in COLUMNS) + " |",
              "|---|" + "---:|" * len(COLUMNS)]
     for row, m in results.items():
-        cells = [f"{m[k]:.1f}" if k == "images_per_s" else f"{m[k]:.3f}" for _, k in COLUMNS]
+        cells = ["-" if m[k] is None else f"{m[k]:.1f}" if k == "images_per_s" else f"{m[k]:.3f}"
+                 for _, k in COLUMNS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", END])
 
@@ -93,7 +95,8 @@ def main(argv=None):
         overrides = {**(recipe.SMOKE if args.smoke else {}), **settings, **({} if args.smoke else BUDGET)}
         config = dataclasses.replace(recipe.Config(), **overrides)
         budget = {"epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch, "p": config.p, "k": config.k}
-        if cached.get(row, {}).get("config") == dataclasses.asdict(config):
+        done = cached.get(row, {})
+        if done.get("config") == dataclasses.asdict(config) and all(k in done for _, k in COLUMNS):
             results[row] = cached[row]
             continue
         if args.only is not None and i not in args.only:
@@ -101,10 +104,10 @@ def main(argv=None):
         print(f"[ablation] {row}: {overrides}", flush=True)
         model, seconds, images_seen = recipe.train(config, str(workdir / f"variant{i}"), fresh=True)
         metrics = facenet_triplet.lfw_metrics(embed(model.embedder, test_images), test["labels"])
-        results[row] = {**metrics, "images_per_s": images_seen / seconds, "seconds": seconds,
-                        "config": dataclasses.asdict(config)}
-        print(f"[ablation] {row}: " + ", ".join(f"{k} {metrics[k]:.3f}" for _, k in COLUMNS[:-1])
-              + f", {results[row]['images_per_s']:.1f} images/s", flush=True)
+        last = {k: v[-1] for k, v in model.history.history.items()}  # training metrics of the last epoch
+        results[row] = {**metrics, "active_fraction": last.get("active_fraction"), "train_loss": last["loss"],
+                        "images_per_s": images_seen / seconds, "seconds": seconds, "config": dataclasses.asdict(config)}
+        print(f"[ablation] {row}: " + ", ".join(f"{k} {results[row][k]}" for _, k in COLUMNS), flush=True)
 
     text = table(results, budget, command)
     write_table(readme, text)
