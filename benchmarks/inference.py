@@ -5,8 +5,9 @@ SavedModel, onnxruntime fp32 and int8, side by side.
     python benchmarks/inference.py --entry protonet --quick
 
 Prints the timings and the speed-up ratios against their targets (PASS/FAIL) and writes
-benchmarks/results/inference.json. Set the thread count with the machine: onnxruntime uses
-one intra-op thread per core (see zoo.bench.ort_session).
+benchmarks/results/inference.json. onnxruntime runs through zoo.runtime.OnnxEmbedder, as an
+application would (its default threads, batches of 64). Run it on an otherwise idle machine:
+the engines are timed one after another, and a background job skews the ratios.
 """
 
 import argparse

@@ -127,6 +127,7 @@ PIPELINES = {
     "simclr_rgb": (lambda seed: augment.simclr_rgb(16, solarize=0.2, seed=seed), 3),
     "characters": (lambda seed: augment.characters(20, seed=seed), 1),
     "faces": (lambda seed: augment.faces(16, seed=seed), 3),
+    "square_crops": (lambda seed: augment.square_crops(16, seed=seed), 3),
 }
 
 
@@ -156,7 +157,7 @@ def test_pipeline_in_predict(name):
 
 
 @pytest.mark.multibackend
-@pytest.mark.parametrize("name", ["simclr_rgb", "characters"])
+@pytest.mark.parametrize("name", ["simclr_rgb", "characters", "square_crops"])
 def test_pipeline_in_fit(name, tmp_path):
     build, channels = PIPELINES[name]
     size = 20 if name == "characters" else 16

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from zoo import backbones, losses
+from zoo.data.augment import square_crops
 from zoo.methods.clip import CLIP
 from zoo.runtime import Tokenizer
 
 
-def tiny_clip(context_length=16, dim=16):
+def tiny_clip(context_length=16, dim=16, augment=None):
     image_tower = backbones.small_resnet((16, 16, 3), widths=(8, 16), output_dim=dim)
     text_tower = backbones.text_transformer(Tokenizer.vocab_size, context_length, 16, 1, 2, output_dim=dim)
-    return CLIP(image_tower, text_tower)
+    return CLIP(image_tower, text_tower, augment=augment)
 
 
 def pairs(n=8, context_length=16, seed=0):
@@ -26,7 +27,7 @@ def pairs(n=8, context_length=16, seed=0):
 @pytest.mark.multibackend
 def test_training_steps_lower_the_loss_and_track_the_scale():
     keras.utils.set_random_seed(0)
-    model = tiny_clip()
+    model = tiny_clip(augment=square_crops(16, scale=(0.9, 1.0), seed=0))
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     images, tokens = pairs()
     history = model.fit((images, tokens), batch_size=8, epochs=6, verbose=0, shuffle=False).history
@@ -55,10 +56,11 @@ def test_logit_scale_is_clamped_at_100():
 
 @pytest.mark.multibackend
 def test_keras_round_trip_gives_identical_embeddings(tmp_path):
-    model = tiny_clip()
+    model = tiny_clip(augment=square_crops(16, seed=0))
     images, tokens = pairs()
     model.save(tmp_path / "clip.keras")
     loaded = keras.saving.load_model(tmp_path / "clip.keras", safe_mode=True)
+    assert loaded.augment is not None and loaded.augment.name == "square_crops"
     np.testing.assert_array_equal(loaded.embedder.predict(images, verbose=0), model.embedder.predict(images, verbose=0))
     np.testing.assert_array_equal(loaded.text_embedder.predict(tokens, verbose=0),
                                   model.text_embedder.predict(tokens, verbose=0))

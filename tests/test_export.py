@@ -155,7 +155,12 @@ def test_int8_kept_with_both_numbers(published):
     root, _, card, eval_images, reference = published
     folder = root / "tiny"
     int8 = card.int8
-    assert set(int8) == {"fp32", "int8", "kept", "calibration_images"} and int8["calibration_images"] == 64
+    assert set(int8) == {"fp32", "int8", "kept", "calibration_images", "format"} and int8["calibration_images"] == 64
+    assert "uint8 activations" in int8["format"]
+    graph = onnx.load(str(folder / "embedder.int8.onnx")).graph
+    dtypes = {i.name: i.data_type for i in graph.initializer}
+    activations = [n for n in graph.node if n.op_type == "QuantizeLinear"]  # weights are stored quantised
+    assert activations and all(dtypes[n.input[2]] == onnx.TensorProto.UINT8 for n in activations)
     assert int8["fp32"] == pytest.approx(1.0, abs=1e-5)  # fp32 ONNX agrees with Keras
     session = ort.InferenceSession(str(folder / "embedder.int8.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": eval_images.astype(np.float32)})[0]

@@ -99,3 +99,34 @@ def test_ablation_smoke_writes_the_table_between_the_markers(tmp_path, monkeypat
         assert saved["results"][row]["verification_accuracy"] == metrics["verification_accuracy"]
         assert f"{metrics['auc']:.3f}" in rows[list(results).index(row)]
         assert metrics["images_per_s"] > 0
+
+
+def test_train_only_then_trained_publishes_those_weights(tmp_path, monkeypatch):
+    # Train on one machine (--train-only), publish on another (--trained): the same weights, checked.
+    recipe = load_recipe("siamese_contrastive", monkeypatch)
+    trained = tmp_path / "trained"
+    with pytest.raises(SystemExit) as stop:
+        recipe.main(["--smoke", "--train-only", "--workdir", str(trained)])
+    assert stop.value.code == 0
+    record = json.loads((trained / "trained.json").read_text())
+    assert record["epochs"] == 2 and record["backend"] == keras.backend.backend()
+
+    card = recipe.main(["--smoke", "--trained", str(trained), "--root", str(tmp_path / "exports"),
+                        "--workdir", str(tmp_path / "publish")])
+    assert card.recipe == "python recipes/siamese_contrastive.py --smoke"
+    assert card.training["machine"] == record["machine"] and card.training["backend"] == record["backend"]
+    assert not (tmp_path / "publish" / "log.csv").exists()  # nothing was trained here
+    model, sampler, _ = recipe.build(recipe.Config(**recipe.SMOKE))
+    model.load_weights(str(trained / "trained.weights.h5"))
+    published = keras.saving.load_model(tmp_path / "exports" / "siamese_contrastive" / "embedder.keras")
+    images = sampler.images[:8].astype("float32")
+    assert (published.predict(images, verbose=0) == model.embedder.predict(images, verbose=0)).all()
+
+    with pytest.raises(ValueError, match="trained with config"):
+        recipe.main(["--smoke", "--margin", "0.5", "--trained", str(trained), "--root", str(tmp_path / "x")])
+    with open(trained / "trained.weights.h5", "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(ValueError, match="sha256"):
+        recipe.main(["--smoke", "--trained", str(trained), "--root", str(tmp_path / "x")])
+    with pytest.raises(FileNotFoundError, match="train-only"):
+        recipe.main(["--smoke", "--trained", str(tmp_path / "nowhere"), "--root", str(tmp_path / "x")])

@@ -365,6 +365,18 @@ def test_clip_encoders_and_zero_shot_against_numpy(zoo_root):
         clip.zero_shot(images, classes, ("no placeholder",))
 
 
+def test_clip_class_given_by_several_names_averages_all_their_prompts(zoo_root):
+    clip = OnnxCLIP(zoo_root["root"] / "tiny_clip")
+    templates = ("a photo of {}.", "a drawing of a {}")
+    got = clip.class_embeddings(["cat", ["dog", "puppy", "hound"]], templates)
+    prompts = {name: clip.encode_text([t.format(name) for t in templates]) for name in ("cat", "dog", "puppy", "hound")}
+    dog = np.concatenate([prompts["dog"], prompts["puppy"], prompts["hound"]]).mean(axis=0)
+    np.testing.assert_allclose(got[0], _normalize(prompts["cat"].mean(axis=0)[None])[0], atol=1e-6)
+    np.testing.assert_allclose(got[1], _normalize(dog[None])[0], atol=1e-6)
+    with pytest.raises(ValueError, match="non-empty list"):
+        clip.class_embeddings(["cat", []], templates)
+
+
 def test_zero_shot_head_is_one_onnx_graph(zoo_root, tmp_path):
     import onnxruntime as ort
 

@@ -89,6 +89,29 @@ def test_pair_sampler():
         PairSampler(*_toy([1, 1, 1]), batch_size=4, steps=1)
 
 
+def test_pair_sampler_group_negatives():
+    images, labels = _toy([3] * 8)
+    groups = labels // 4  # two groups ("alphabets") of four classes
+    for fraction, expected in ((1.0, 1.0), (0.0, None)):
+        s = PairSampler(images, labels, batch_size=20, steps=20, seed=0, groups=groups, group_negatives=fraction)
+        within = []
+        for i in range(len(s)):
+            (a, b), same = s[i]
+            ra, rb = _rows(a)[same == 0], _rows(b)[same == 0]
+            assert np.all(labels[ra] != labels[rb])
+            within.extend(groups[ra] == groups[rb])
+        if expected is not None:
+            assert np.mean(within) == expected
+        else:  # uniform pairs of classes: 3 of the 7 other classes share the group
+            assert 0.3 < np.mean(within) < 0.55
+    with pytest.raises(ValueError, match="constant within each class"):
+        PairSampler(images, labels, 4, 1, groups=np.arange(len(labels)) % 2, group_negatives=0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        PairSampler(images, labels, 4, 1, groups=groups, group_negatives=1.5)
+    with pytest.raises(ValueError, match="at least one group"):
+        PairSampler(images, labels, 4, 1, groups=labels, group_negatives=0.5)
+
+
 def test_episode_sampler_layout():
     images, labels = _toy([5, 5, 5, 5, 5, 3])
     s = EpisodeSampler(images, labels, way=4, shot=2, queries=2, episodes=10, seed=1)

@@ -24,23 +24,6 @@ TARGETS = (
 )
 
 
-def ort_session(path, threads=None):
-    """An onnxruntime CPU session with intra-op threads = the machine's cores, one inter-op thread.
-
-    Args:
-        path: str | Path. the .onnx file.
-        threads: int | None. intra-op threads (default: os.cpu_count()).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _latency_ms(fn, x, repeats):
     """Median wall time of `fn(x)` in milliseconds, after two warm-up calls."""
     fn(x)
@@ -77,12 +60,13 @@ def _engines(folder: Path, tower: dict, model):
         "tf_compiled": lambda x: compiled(tf.constant(x)).numpy(),
         "saved_model": lambda x: serving(images=tf.constant(x))["embeddings"].numpy(),
     }
+    # onnxruntime as an application runs it: zoo.runtime.OnnxEmbedder (input checks, batches of 64).
+    from zoo.runtime import OnnxEmbedder
+
     int8 = tower["onnx"][: -len(".onnx")] + ".int8.onnx"
     for key, filename in (("ort_fp32", tower["onnx"]), ("ort_int8", int8)):
         if (folder / filename).is_file():
-            session = ort_session(folder / filename)
-            name_in = session.get_inputs()[0].name
-            engines[key] = lambda x, s=session, n=name_in: s.run(None, {n: x})[0]
+            engines[key] = OnnxEmbedder(folder, int8=key == "ort_int8").embed
     return engines
 
 
@@ -114,7 +98,7 @@ def bench_entry(name, *, repeats=30, batch=256, quick=False) -> dict:
         # keras predict runs a full data pipeline per call; fewer repeats keep the run short.
         n = max(3, repeats // 3) if engine == "keras_predict" else repeats
         latency[engine] = _latency_ms(fn, x[:1], n)
-        throughput[engine] = _throughput(fn, x, 2 if quick else 3)
+        throughput[engine] = _throughput(fn, x, 2 if quick else 5)
     ratios = {
         "ort_vs_predict_b1": latency["keras_predict"] / latency["ort_fp32"],
         "ort_vs_compiled_b1": latency["tf_compiled"] / latency["ort_fp32"],

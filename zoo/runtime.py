@@ -368,19 +368,26 @@ class OnnxCLIP:
     def class_embeddings(self, class_names, templates=("a photo of {}.",)) -> np.ndarray:
         """One text embedding per class: the prompt ensemble averaged, then re-normalised; (C, D).
 
+        A class is a name, or a list of names that describe it (synonyms, its sub-classes): its
+        ensemble is then every template filled with every one of them.
+
         Args:
-            class_names: list[str]. the class names.
+            class_names: list of (str or list[str]). the classes.
             templates: sequence[str]. prompts with one `{}` where the class name goes.
         """
         templates = list(templates)
         if not templates or any("{}" not in t for t in templates):
             raise ValueError(f"expected templates each containing '{{}}', got {templates!r}")
-        names = list(class_names)
-        if not names:
+        classes = [[c] if isinstance(c, str) else list(c) for c in class_names]
+        if not classes:
             raise ValueError("expected at least one class name")
-        prompts = [t.format(name) for name in names for t in templates]
-        emb = self.encode_text(prompts).reshape(len(names), len(templates), -1)  # (C, T, D)
-        return _l2_normalize(emb.mean(axis=1)).astype(np.float32)  # (C, D)
+        if any(not names or not all(isinstance(n, str) for n in names) for names in classes):
+            raise ValueError(f"expected each class as a name or a non-empty list of names, got {class_names!r}")
+        prompts = [t.format(name) for names in classes for name in names for t in templates]
+        emb = self.encode_text(prompts)  # (sum of prompts per class, D)
+        ends = np.cumsum([len(names) * len(templates) for names in classes])
+        means = np.stack([part.mean(axis=0) for part in np.split(emb, ends[:-1])])  # (C, D)
+        return _l2_normalize(means).astype(np.float32)
 
     def zero_shot(self, images, class_names, templates=("a photo of {}.",)):
         """Classify images among `class_names` by prompts.
@@ -389,7 +396,7 @@ class OnnxCLIP:
 
         Args:
             images: array. images (see `OnnxEmbedder.embed`).
-            class_names: list[str]. the candidate classes.
+            class_names: list of (str or list[str]). the candidate classes (see `class_embeddings`).
             templates: sequence[str]. prompt templates, averaged in embedding space.
         """
         text = self.class_embeddings(class_names, templates)  # (C, D)
@@ -407,7 +414,7 @@ class OnnxCLIP:
         metadata_props "zoo_classes" (JSON list). Needs the `onnx` package.
 
         Args:
-            class_names: list[str]. the classes, in output column order.
+            class_names: list of (str or list[str]). the classes, in output column order.
             templates: sequence[str]. prompt templates, averaged in embedding space.
             path: str | Path. the .onnx file to write.
         """

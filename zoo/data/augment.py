@@ -405,6 +405,24 @@ def characters(image_size, seed=None):
     )
 
 
+def square_crops(image_size, scale=(0.5, 1.0), seed=None):
+    """A random square crop, resized back: CLIP's only augmentation. No flips, which would turn a
+    caption's "left" into "right".
+
+    Args:
+      image_size: int. Output side; the input may have any size.
+      scale: (float, float). Range of the crop's area as a fraction of the image.
+      seed: int or None. Seed of the layer.
+
+    Reference:
+      Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", 2021:
+      "A random square crop from resized images is the only data augmentation used".
+    """
+    height, width = _side(image_size)
+    return keras.Sequential([RandomResizedCrop(height, width, scale=scale, ratio=(1.0, 1.0), seed=seed)],
+                            name="square_crops")
+
+
 def faces(image_size, seed=None):
     """Views of aligned face crops: horizontal flip, mild crop-resize, mild colour jitter.
 

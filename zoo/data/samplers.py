@@ -117,18 +117,25 @@ class PairSampler(_Sampler):
     with >= 2 images); the rest are one image from each of two distinct classes. Positions are
     shuffled within the batch. Shapes: a, b (B, H, W, C) float32; same (B,) float32 (1 = same).
 
+    With `groups` (e.g. the alphabet of each Omniglot character), a `group_negatives` fraction
+    of the different-class pairs is drawn from two classes of one group: the hard negatives
+    that a within-alphabet test (Lake's one-shot runs) asks the model to tell apart.
+
     Args:
       images: array (N, H, W, C). Images, raw pixel values.
       labels: array (N,) int. Class of each image.
       batch_size: int. Pairs per batch, >= 2.
       steps: int. Batches per epoch.
       seed: int. Seed of every draw.
+      groups: array (N,) int or None. Group of each image, constant within a class.
+      group_negatives: float in [0, 1]. Fraction of different-class pairs drawn within a group
+        (only groups of >= 2 classes); the others pair two classes drawn uniformly.
 
     Reference:
       Koch, Zemel & Salakhutdinov, "Siamese Neural Networks for One-shot Image Recognition", 2015.
     """
 
-    def __init__(self, images, labels, batch_size, steps, seed=0, **kwargs):
+    def __init__(self, images, labels, batch_size, steps, seed=0, groups=None, group_negatives=0.0, **kwargs):
         super().__init__(steps, seed, **kwargs)
         self.images, self.labels = _check_images_labels(images, labels)
         _positive(batch_size=batch_size)
@@ -139,6 +146,23 @@ class PairSampler(_Sampler):
         self.pair_classes = np.flatnonzero([len(m) >= 2 for m in self.members])
         if len(self.classes) < 2 or len(self.pair_classes) == 0:
             raise ValueError("pairs need >= 2 classes and at least one class with >= 2 images")
+        if not 0.0 <= group_negatives <= 1.0:
+            raise ValueError(f"group_negatives must be in [0, 1], got {group_negatives!r}")
+        self.group_negatives = float(group_negatives) if groups is not None else 0.0
+        self.group_classes = []  # per group of >= 2 classes: the indices (into self.classes) of its classes
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape != self.labels.shape:
+                raise ValueError(f"groups must be ({len(self.labels)},) to match labels, got shape {groups.shape}")
+            class_group = np.array([groups[m[0]] for m in self.members])
+            if any(len(np.unique(groups[m])) != 1 for m in self.members):
+                raise ValueError("groups must be constant within each class")
+            for g in np.unique(class_group):
+                in_group = np.flatnonzero(class_group == g)
+                if len(in_group) >= 2:
+                    self.group_classes.append(in_group)
+            if self.group_negatives > 0 and not self.group_classes:
+                raise ValueError("group_negatives needs at least one group with >= 2 classes")
 
     def __getitem__(self, index):
         rng = self._rng(index)
@@ -149,8 +173,10 @@ class PairSampler(_Sampler):
             i, j = rng.choice(self.members[c], 2, replace=False)
             a.append(i)
             b.append(j)
-        for _ in range(n_diff):
-            c1, c2 = rng.choice(len(self.classes), 2, replace=False)
+        within = rng.random(n_diff) < self.group_negatives
+        for hard in within:
+            pool = self.group_classes[rng.integers(len(self.group_classes))] if hard else len(self.classes)
+            c1, c2 = rng.choice(pool, 2, replace=False)
             a.append(rng.choice(self.members[c1]))
             b.append(rng.choice(self.members[c2]))
         same = np.concatenate([np.ones(n_same, np.float32), np.zeros(n_diff, np.float32)])

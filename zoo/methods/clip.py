@@ -8,6 +8,7 @@ from keras import ops
 from zoo import losses
 from zoo.backbones import embedder_from
 from zoo.methods.base import EmbeddingMethod
+from zoo.methods.siamese import optional_augment
 from zoo.ops import l2_normalize
 
 
@@ -24,6 +25,8 @@ class CLIP(EmbeddingMethod):
         text_encoder: keras.Model. Text tower: `token_ids` -> (B, D).
         logit_scale_init: float. Initial multiplier of the cosine similarities (the paper: 1/0.07).
         max_logit_scale: float. Clamp of the multiplier (the paper: 100).
+        augment: keras.Model or None. Random image augmentation in training only (the paper's: a
+            random square crop, `zoo.data.augment.square_crops`); not part of `embedder`.
 
     Reference:
         Radford et al. 2021, Learning Transferable Visual Models From Natural Language Supervision:
@@ -31,9 +34,10 @@ class CLIP(EmbeddingMethod):
         clipped to prevent scaling the logits by more than 100."
     """
 
-    NESTED = ("encoder", "text_encoder")
+    NESTED = ("encoder", "text_encoder", "augment")
 
-    def __init__(self, encoder, text_encoder, logit_scale_init=1 / 0.07, max_logit_scale=100.0, **kwargs):
+    def __init__(self, encoder, text_encoder, logit_scale_init=1 / 0.07, max_logit_scale=100.0, augment=None,
+                 **kwargs):
         super().__init__(encoder, **kwargs)
         if int(text_encoder.output_shape[-1]) != self.feature_dim:
             raise ValueError(f"image and text towers must end in the same width, got {self.feature_dim} "
@@ -41,6 +45,7 @@ class CLIP(EmbeddingMethod):
         self.text_encoder = text_encoder
         self.logit_scale_init = float(logit_scale_init)
         self.max_logit_scale = float(max_logit_scale)
+        self.augment = optional_augment(augment, self.encoder)
         self.log_logit_scale = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(math.log(self.logit_scale_init)),
             name="log_logit_scale")
@@ -57,6 +62,8 @@ class CLIP(EmbeddingMethod):
 
     def call(self, inputs, training=False):
         images, token_ids = inputs
+        if self.augment is not None:
+            images = self.augment(images, training=training)
         text = l2_normalize(ops.cast(self.text_encoder(token_ids, training=training), "float32"))
         return {"image": self.embed(images, training=training), "text": text}  # (B, D) each
 
