@@ -28,7 +28,7 @@ from zoo import backbones, evaluate
 from zoo.export import publish
 from zoo.methods.clip import CLIP
 from zoo.data.augment import square_crops
-from zoo.recipe import embed, parse_config, print_metrics, recipe_command, train, training_callbacks, training_record
+from zoo.recipe import embed, parse_config, print_metrics, recipe_command, fit_or_restore, training_callbacks, training_record
 from zoo.runtime import Tokenizer
 
 
@@ -70,21 +70,11 @@ def resize(images, size):
 def class_prompts(names):
     """Class names as words: 'Smileys & Emotion' -> 'smileys and emotion', 'face-smiling' -> 'face smiling'.
 
-    A class given as a list of names (see `category_descriptions`) stays a list."""
+    A class given as a list of names (see `zoo.data.emoji_category_descriptions`) stays a list."""
     def words(name):
         return str(name).replace("&", "and").replace("-", " ").lower()
 
     return [words(n) if isinstance(n, str) else [words(m) for m in n] for n in names]
-
-
-def category_descriptions(data):
-    """Each category named by itself and its subcategories, from the Unicode emoji taxonomy of `data`:
-    [['Animals & Nature', 'animal-bird', 'animal-mammal', ...], ...] (classes described by their
-    sub-classes, as in hierarchical prompting; no image is used, only the name hierarchy)."""
-    children = {c: sorted({int(s) for s in data["subcategory_labels"][data["labels"] == c]})
-                for c in range(len(data["category_names"]))}
-    return [[str(name)] + [str(data["subcategory_names"][s]) for s in children[c]]
-            for c, name in enumerate(data["category_names"])]
 
 
 def zero_shot_text_embeddings(text_embedder, tokenizer, classes):
@@ -131,7 +121,7 @@ def main(argv=None):
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.learning_rate,
                                                       warmup_steps=max(1, steps // 20))
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay))
-    run = train(model, config, args, lambda: model.fit(
+    run = fit_or_restore(model, config, args, lambda: model.fit(
         (images, token_ids), batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
         callbacks=training_callbacks(args.workdir, args.fresh), verbose=2))
 
@@ -152,7 +142,7 @@ def main(argv=None):
 
     categories = zero_shot_text_embeddings(text_embedder, tokenizer, test["category_names"])
     metrics["zero_shot_category_top1"] = evaluate.zero_shot(test_image_emb, test["labels"], categories)["accuracy"]
-    described = zero_shot_text_embeddings(text_embedder, tokenizer, category_descriptions(emoji_train))
+    described = zero_shot_text_embeddings(text_embedder, tokenizer, zoo.data.emoji_category_descriptions())
     metrics["zero_shot_category_top1_with_subcategory_names"] = evaluate.zero_shot(
         test_image_emb, test["labels"], described)["accuracy"]
     metrics["category_majority"] = float(np.bincount(test["labels"]).max() / n_test)

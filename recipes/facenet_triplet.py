@@ -1,7 +1,15 @@
 """Retrain the `facenet_triplet` entry: a face embedder trained with semi-hard triplets on LFW.
 
-    python recipes/facenet_triplet.py            # full run, publishes exports/facenet_triplet
+    python recipes/facenet_triplet.py            # 960 steps, about 9 min on 2 CPU cores; publishes
     python recipes/facenet_triplet.py --smoke    # seconds, publishes into runs/smoke-exports
+
+The published entry trained a wider ResNet for 5,000 steps on a GPU machine without TensorFlow
+(1.1 min on one H200, JAX backend), then was evaluated and published where TensorFlow is:
+
+    KERAS_BACKEND=jax python recipes/facenet_triplet.py --epochs 50 --widths 32-64-128-256 \
+        --steps-per-epoch 100 --train-only --workdir runs/gpu/facenet_triplet
+    python recipes/facenet_triplet.py --epochs 50 --widths 32-64-128-256 --steps-per-epoch 100 \
+        --trained runs/gpu/facenet_triplet
 
 Trains a small ResNet on the LFW train identities (people with >= 10 photos, 48x48 RGB) with
 P x K batches and in-batch triplet mining (FaceNet's semi-hard by default; --mining batch_hard
@@ -24,8 +32,8 @@ from zoo.data.augment import faces
 from zoo.data.samplers import HardClusterSampler, PKSampler
 from zoo.export import publish
 from zoo.methods.triplet import Triplet
-from zoo.recipe import (Stopwatch, embed, parse_config, print_metrics, recipe_command, training_callbacks,
-                        training_record)
+from zoo.recipe import (Stopwatch, embed, fit_or_restore, parse_config, print_metrics, recipe_command,
+                        training_callbacks, training_record)
 
 
 @dataclass
@@ -113,20 +121,27 @@ def build(config):
     return model, sampler, callbacks + [epoch_sync(sampler)]
 
 
+def fit(model, sampler, callbacks, config, workdir, fresh=False):
+    """`model.fit` on the sampler, resumable from `workdir`; returns the History."""
+    return model.fit(sampler, epochs=config.epochs, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
+                     callbacks=training_callbacks(workdir, fresh) + callbacks)
+
+
 def train(config, workdir, fresh=False):
     """Fit `build(config)` resumably in `workdir`: (model, seconds, images seen), the last two for this
     process's share of a resumed run."""
     model, sampler, callbacks = build(config)
     with Stopwatch() as clock:
-        history = model.fit(sampler, epochs=config.epochs, shuffle=False,
-                            verbose=1 if sys.stdout.isatty() else 2,
-                            callbacks=training_callbacks(workdir, fresh) + callbacks)
+        history = fit(model, sampler, callbacks, config, workdir, fresh)
     return model, clock.seconds, len(history.epoch) * config.steps_per_epoch * config.p * config.k
 
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
-    model, seconds, images_seen = train(config, args.workdir, args.fresh)
+    model, sampler, callbacks = build(config)
+    run = fit_or_restore(model, config, args,
+                         lambda: fit(model, sampler, callbacks, config, args.workdir, args.fresh))
+    images_seen = run.epochs * config.steps_per_epoch * config.p * config.k  # the training process's share
     train_data, test = lfw_data(config)
 
     embedder = model.embedder
@@ -146,8 +161,8 @@ def main(argv=None):
         recipe=recipe_command(config.name, argv),
         paper="Schroff, Kalenichenko, Philbin 2015, FaceNet, arXiv:1503.03832",
         data_license="LFW: no license stated; research use (cite Huang et al. 2007)",
-        training=training_record(config, seconds, images_seen, steps=config.epochs * config.steps_per_epoch,
-                                 seed=config.seed),
+        training=training_record(config, run.seconds, images_seen, backend=run.backend, machine=run.machine,
+                                 steps=config.epochs * config.steps_per_epoch, seed=config.seed),
         extras={"mining": config.mining, "margin": config.margin, "preprocessing": "x / 127.5 - 1 inside the graph"},
         golden_inputs=test_images[:8], calibration_images=train_data["images"][::14][:256],
         evaluate=verification_accuracy, root=args.root)

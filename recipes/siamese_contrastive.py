@@ -33,7 +33,7 @@ from zoo.data.augment import characters
 from zoo.data.samplers import PairSampler
 from zoo.export import publish
 from zoo.methods.siamese import Siamese
-from zoo.recipe import embed, parse_config, print_metrics, recipe_command, train, training_callbacks, training_record
+from zoo.recipe import embed, parse_config, print_metrics, recipe_command, fit_or_restore, training_callbacks, training_record
 
 
 @dataclass
@@ -95,7 +95,7 @@ def build(config):
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
     model, sampler, callbacks = build(config)
-    run = train(model, config, args, lambda: model.fit(
+    run = fit_or_restore(model, config, args, lambda: model.fit(
         sampler, epochs=config.epochs, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
         callbacks=training_callbacks(args.workdir, args.fresh) + callbacks))
     images_seen = run.epochs * config.steps_per_epoch * 2 * config.batch_size  # the training process's share

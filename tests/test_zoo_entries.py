@@ -108,7 +108,7 @@ def test_clip_runtime_zero_shot_equals_keras_on_the_test_split():
     runtime = OnnxCLIP(registry.exports_dir() / "clip")
     # The categories by their names, and each described by its subcategory names as well.
     for names, metric in ((list(test["category_names"]), "zero_shot_category_top1"),
-                          (recipe.category_descriptions(zoo.data.load("emoji", "train")),
+                          (zoo.data.emoji_category_descriptions(),
                            "zero_shot_category_top1_with_subcategory_names")):
         # Keras: the recipe's own zero-shot.
         classes = recipe.zero_shot_text_embeddings(zoo.load("clip", tower="text_encoder"), tokenizer, names)

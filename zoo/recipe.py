@@ -137,7 +137,7 @@ def training_record(config, seconds, images_seen, *, backend=None, machine=None,
 
 @dataclasses.dataclass
 class TrainingRun:
-    """What `train` reports: wall-clock seconds and epochs of fit(), and where it ran."""
+    """What `fit_or_restore` reports: wall-clock seconds and epochs of fit(), and where it ran."""
 
     seconds: float
     epochs: int
@@ -148,7 +148,7 @@ class TrainingRun:
 TRAINED_WEIGHTS, TRAINED_RECORD = "trained.weights.h5", "trained.json"
 
 
-def train(model, config, args, fit):
+def fit_or_restore(model, config, args, fit):
     """Train `model` with `fit()`, or restore the weights of an earlier `--train-only` run.
 
     After training, the weights and a record (config, seconds, epochs, backend, machine, sha256 of

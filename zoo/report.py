@@ -113,6 +113,8 @@ def _words(name) -> str:
 
 
 def _zero_shot(embedder, card, quick):
+    import zoo.data
+
     clip = OnnxCLIP(registry.exports_dir() / card.name)
     data = _load_test_data(card)
     templates = tuple(card.extras.get("templates") or DEFAULT_TEMPLATES)
@@ -123,6 +125,9 @@ def _zero_shot(embedder, card, quick):
         text = clip.class_embeddings([_words(n) for n in names], templates)  # (C, D)
         metrics[f"zero_shot_{key}_top1"] = evaluate.zero_shot(x, labels, text)["accuracy"]
         metrics[f"{key}_chance"] = 1.0 / len(names)
+    described = [[_words(n) for n in names] for names in zoo.data.emoji_category_descriptions()]
+    metrics["zero_shot_category_top1_with_subcategory_names"] = evaluate.zero_shot(
+        x, data["labels"], clip.class_embeddings(described, templates))["accuracy"]
     captions = clip.encode_text([str(c) for c in data["captions"]])  # (N, D), row i describes image i
     similarity = x @ captions.T
     diagonal = np.arange(len(x))

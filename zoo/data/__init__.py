@@ -151,6 +151,18 @@ def omniglot_oneshot_runs(size=28):
     return out
 
 
+def emoji_category_descriptions():
+    """Each of the 10 emoji categories named by itself and its subcategories (the Unicode emoji
+    taxonomy), read off the train split: [['Activities', 'arts & crafts', 'award-medal', ...], ...],
+    in the order of `category_names`. For zero-shot prompts that describe a class by its sub-classes;
+    no test image or label is used.
+    """
+    train = load("emoji", "train")
+    return [[str(name)] + [str(train["subcategory_names"][s])
+                           for s in np.unique(train["subcategory_labels"][train["labels"] == c])]
+            for c, name in enumerate(train["category_names"])]
+
+
 @functools.lru_cache(maxsize=None)
 def _archive(name):
     """All arrays of one bundled npz file, loaded once per process and made read-only."""
