@@ -6,8 +6,8 @@ SavedModel, onnxruntime fp32 and int8, side by side.
 
 Prints the timings and the speed-up ratios against their targets (PASS/FAIL) and writes
 benchmarks/results/inference.json. onnxruntime runs through zoo.runtime.OnnxEmbedder, as an
-application would (its default threads, batches of 64). Run it on an otherwise idle machine:
-the engines are timed one after another, and a background job skews the ratios.
+application would (its default threads, batches of 64). The engines take turns call by call, so
+a slow spell hits them alike; still, run it on an otherwise idle machine.
 """
 
 import argparse

@@ -277,3 +277,28 @@ def test_publish_from_jax_backend(tmp_path):
     assert card.int8["calibration_images"] == 16 and card.int8["fp32"] == pytest.approx(1.0, abs=1e-5)
     registry.verify_files(tmp_path / "tinyjax", card)
     assert [p.name for p in tmp_path.iterdir()] == ["tinyjax"]
+
+
+def test_full_rank_broadcasts_reshapes_single_value_constants_only():
+    from onnx import TensorProto, helper, numpy_helper
+
+    images = helper.make_tensor_value_info("images", TensorProto.FLOAT, [None, 5, 5, 1])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 5, 5, 3])
+    constants = {"scale": np.array(-1 / 255, np.float32), "offset": np.array([1.0], np.float32),
+                 "channels": np.array([0.5, 1.5, 2.5], np.float32)}
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["images", "scale"], ["scaled"]),
+         helper.make_node("Add", ["offset", "scaled"], ["shifted"]),  # the constant first
+         helper.make_node("Sub", ["shifted", "offset"], ["again"]),  # the same constant used twice
+         helper.make_node("Mul", ["again", "channels"], ["out"])],  # (3,): more than one value, left alone
+        "g", [images], [out], [numpy_helper.from_array(v, k) for k, v in constants.items()])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before = proto.SerializeToString()
+
+    after = zoo.export.full_rank_broadcasts(proto)
+    onnx.checker.check_model(after)
+    shapes = {t.name: tuple(t.dims) for t in after.graph.initializer}
+    assert shapes == {"scale__rank4": (1, 1, 1, 1), "offset__rank4": (1, 1, 1, 1), "channels": (3,)}
+    x = np.random.default_rng(0).uniform(0, 255, (7, 5, 5, 1)).astype(np.float32)
+    run = lambda model: ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+    np.testing.assert_array_equal(run(after.SerializeToString()), run(before))
