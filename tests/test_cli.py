@@ -127,5 +127,32 @@ def test_bench_writes_ratios(zoo_env, tmp_path, capsys):
     ratios = result["ratios"]
     latency = result["latency_ms_b1"]
     assert ratios["ort_vs_predict_b1"] == pytest.approx(latency["keras_predict"] / latency["ort_fp32"])
+    for engine, ips in result["throughput_b256"].items():
+        assert result["gflops_b256"][engine] == pytest.approx(ips * result["gflop_per_image"])
+    assert json.loads(out.read_text())["machine"]["matmul_gflops"] > 0
     table = capsys.readouterr().out
     assert "ORT fp32 vs keras predict, batch-1 latency" in table and ("PASS" in table or "FAIL" in table)
+    assert "compute at batch 256" in table
+
+
+def test_flops_per_image_counts_conv_and_matmul_multiply_adds(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from zoo.bench import flops_per_image
+
+    weight = numpy_helper.from_array(np.zeros((4, 3, 3, 3), np.float32), "w")  # (C_out, C_in, kh, kw)
+    matrix = numpy_helper.from_array(np.zeros((6, 7), np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2]),
+         helper.make_node("Relu", ["y"], ["r"]),
+         helper.make_node("MatMul", ["z", "b"], ["m"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 5, 6])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("m", TensorProto.FLOAT, None)],
+        [weight, matrix])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "g.onnx")
+    # Conv: a (4, 4, 4) output, 3 x 3 x 3 multiply-adds each; MatMul: a (5, 7) output, 6 each.
+    assert flops_per_image(tmp_path / "g.onnx") == 2 * (4 * 4 * 4 * 27 + 5 * 7 * 6)

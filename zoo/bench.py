@@ -2,7 +2,9 @@
 
 Latency is the median of repeated batch-1 calls; throughput is images per second at batch 256, the
 best of twenty calls. The engines take turns call by call, so they are measured side by side under the
-same conditions. The ratios are checked against the project's targets and written to JSON.
+same conditions. The ratios are checked against the project's targets and written to JSON. Beside them,
+each engine's arithmetic rate at batch 256 (GFLOP/s, from the graph's Conv and MatMul multiply-adds)
+is set against the machine's float32 matrix-multiply rate, a practical ceiling for float32 convolutions.
 """
 
 from __future__ import annotations
@@ -41,9 +43,7 @@ def _interleaved_times(engines, x, rounds, calls):
             # spin-wait after a parallel op); on 2 cores that steals this engine's CPU. Let it settle.
             time.sleep(SETTLE_SECONDS)
             for _ in range(calls.get(engine, 1)):
-                start = time.perf_counter()
-                fn(x)
-                times[engine].append(time.perf_counter() - start)
+                times[engine].append(_wall(lambda: fn(x)))
     return times
 
 
@@ -68,8 +68,61 @@ def _engines(folder: Path, tower: dict, model):
     return engines
 
 
+def flops_per_image(path) -> float:
+    """Floating-point operations of one image through an ONNX graph: 2 x the multiply-adds of its Conv
+    and MatMul nodes (everything else is a rounding error for these towers), from shape inference
+    at batch 1."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for tensor in proto.graph.input:
+        tensor.type.tensor_type.shape.dim[0].dim_value = 1
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
+    shapes.update({t.name: list(t.dims) for t in proto.graph.initializer})
+    unknown = [node.name for node in proto.graph.node
+               if node.op_type in ("Conv", "MatMul") and not all(shapes.get(node.output[0], [0]))]
+    if unknown:
+        raise ValueError(f"{path}: shape inference at batch 1 left the output shapes of {unknown} unknown")
+    multiply_adds = 0
+    for node in proto.graph.node:
+        if node.op_type == "Conv":  # output (1, C_out, H, W); weight (C_out, C_in / groups, kh, kw)
+            multiply_adds += np.prod(shapes[node.output[0]]) * np.prod(shapes[node.input[1]][1:])
+        elif node.op_type == "MatMul":  # output (.., M, N); A (.., M, K)
+            multiply_adds += np.prod(shapes[node.output[0]]) * shapes[node.input[0]][-1]
+    return 2.0 * float(multiply_adds)
+
+
+def matmul_gflops(side=2048, repeats=20) -> float:
+    """This machine's float32 matrix-multiply rate through onnxruntime (one (side, side) MatMul, the MLAS
+    kernel its convolutions also run on; best of `repeats`), in GFLOP/s: a practical ceiling for the
+    convolution rate of any engine here."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((side, side), dtype=np.float32) for _ in range(2))
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [side, side])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [side, side])],
+                              [numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    time.sleep(SETTLE_SECONDS)
+    seconds = min(_interleaved_times({"matmul": lambda x: session.run(None, {"a": x})}, a, repeats, {})["matmul"])
+    return 2.0 * side**3 / seconds / 1e9
+
+
+def _wall(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def bench_entry(name, *, repeats=30, batch=256, quick=False) -> dict:
-    """Benchmark one zoo entry; returns {"latency_ms_b1": {...}, "throughput_b256": {...}, "ratios": {...}}.
+    """Benchmark one zoo entry; returns {"latency_ms_b1", "throughput_b256", "ratios", "gflop_per_image",
+    "gflops_b256"}, the timings keyed by engine.
 
     Args:
         name: str. zoo entry name.
@@ -106,11 +159,14 @@ def bench_entry(name, *, repeats=30, batch=256, quick=False) -> dict:
     }
     if "ort_int8" in throughput:
         ratios["int8_vs_fp32_b256"] = throughput["ort_int8"] / throughput["ort_fp32"]
-    return {"latency_ms_b1": latency, "throughput_b256": throughput, "ratios": ratios}
+    flops = flops_per_image(registry.exports_dir() / name / tower["onnx"])
+    return {"latency_ms_b1": latency, "throughput_b256": throughput, "ratios": ratios, "gflop_per_image": flops / 1e9,
+            # int8 does the same multiply-adds in integers: its figure is fp32-equivalent GFLOP/s.
+            "gflops_b256": {engine: flops * ips / 1e9 for engine, ips in throughput.items()}}
 
 
-def format_table(results: dict) -> str:
-    """Plain-text tables of the timings and of the ratios against their targets."""
+def format_table(results: dict, matmul: float | None = None) -> str:
+    """Plain-text tables of the timings, of the arithmetic rates and of the ratios against their targets."""
     engines = ("keras_predict", "tf_compiled", "saved_model", "ort_fp32", "ort_int8")
     lines = ["latency at batch 1 (ms, median) / throughput at batch 256 (images/s)", ""]
     header = f"{'entry':<22}" + "".join(f"{e:>22}" for e in engines)
@@ -123,6 +179,15 @@ def format_table(results: dict) -> str:
             else:
                 cells.append("-")
         lines.append(f"{name:<22}" + "".join(f"{c:>22}" for c in cells))
+    if matmul:
+        lines += ["", f"compute at batch 256: GFLOP/s (percent of this machine's float32 matrix multiply, "
+                      f"onnxruntime MatMul {matmul:.0f} GFLOP/s); int8 counted as the fp32 work it replaces", ""]
+        header = f"{'entry':<22}{'GFLOP/image':>12}" + "".join(f"{e:>16}" for e in engines[1:])
+        lines += [header, "-" * len(header)]
+        for name, r in results.items():
+            cells = [f"{r['gflops_b256'][e]:6.0f} ({100 * r['gflops_b256'][e] / matmul:3.0f}%)"
+                     if e in r["gflops_b256"] else "-" for e in engines[1:]]
+            lines.append(f"{name:<22}{r['gflop_per_image']:12.3f}" + "".join(f"{c:>16}" for c in cells))
     lines += ["", f"{'entry':<22}{'ratio':<56}{'value':>8}{'target':>8}  result"]
     lines.append("-" * 100)
     for name, r in results.items():
@@ -155,9 +220,10 @@ def run(names=None, *, out="benchmarks/results/inference.json", quick=False) -> 
     for name in names:
         print(f"benchmarking {name} ...", flush=True)
         results[name] = bench_entry(name, quick=quick)
-    print(format_table(results))
+    matmul = matmul_gflops(repeats=3 if quick else 20)
+    print(format_table(results, matmul))
     payload = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "matmul_gflops": matmul},
         "targets": {key: target for key, _, target in TARGETS},
         "entries": results,
         "pass": {
