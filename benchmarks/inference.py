@@ -6,7 +6,7 @@ SavedModel, onnxruntime fp32 and int8, side by side.
 
 Prints the timings and the speed-up ratios against their targets (PASS/FAIL) and writes
 benchmarks/results/inference.json. onnxruntime runs through zoo.runtime.OnnxEmbedder, as an
-application would (its default threads, batches of 64). The engines take turns call by call, so
+application would (its default threads, batches of 64). The engines take turns round by round, so
 a slow spell hits them alike; still, run it on an otherwise idle machine.
 """
 

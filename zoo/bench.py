@@ -1,7 +1,7 @@
 """Inference benchmark: Keras, compiled TF, SavedModel and onnxruntime (fp32, int8) side by side.
 
 Latency is the median of repeated batch-1 calls; throughput is images per second at batch 256, the
-best of twenty calls. The engines take turns call by call, so they are measured side by side under the
+best of twenty calls. The engines take turns round by round, so they are measured side by side under the
 same conditions. The ratios are checked against the project's targets and written to JSON. Beside them,
 each engine's arithmetic rate at batch 256 (GFLOP/s, from the graph's Conv and MatMul multiply-adds)
 is set against the machine's float32 matrix-multiply rate, a practical ceiling for float32 convolutions.
