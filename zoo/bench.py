@@ -30,6 +30,12 @@ TARGETS = (
 SETTLE_SECONDS = 0.2
 
 
+def _wall(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _interleaved_times(engines, x, rounds, calls):
     """engine -> wall times (s) of `fn(x)`: engines take turns in every round, `calls[engine]` calls each,
     so a slow spell of the machine (another process, a frequency change) hits every engine alike."""
@@ -74,12 +80,12 @@ def flops_per_image(path) -> float:
     at batch 1."""
     import onnx
 
+    from zoo.export import inferred_shapes
+
     proto = onnx.load(str(path))
     for tensor in proto.graph.input:
         tensor.type.tensor_type.shape.dim[0].dim_value = 1
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
+    shapes = inferred_shapes(proto)
     shapes.update({t.name: list(t.dims) for t in proto.graph.initializer})
     unknown = [node.name for node in proto.graph.node
                if node.op_type in ("Conv", "MatMul") and not all(shapes.get(node.output[0], [0]))]
@@ -109,15 +115,8 @@ def matmul_gflops(side=2048, repeats=20) -> float:
                               [numpy_helper.from_array(b, "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    time.sleep(SETTLE_SECONDS)
     seconds = min(_interleaved_times({"matmul": lambda x: session.run(None, {"a": x})}, a, repeats, {})["matmul"])
     return 2.0 * side**3 / seconds / 1e9
-
-
-def _wall(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def bench_entry(name, *, repeats=30, batch=256, quick=False) -> dict:
@@ -143,7 +142,8 @@ def bench_entry(name, *, repeats=30, batch=256, quick=False) -> dict:
     h, w, c = card.input_shape
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, h, w, c)).astype(np.float32)  # (B, H, W, C)
-    engines = _engines(registry.exports_dir() / name, tower, model)
+    folder = registry.exports_dir() / name
+    engines = _engines(folder, tower, model)
     rounds, repeats = (3, 6) if quick else (10, repeats)
     # Batch 1: the median of rounds x calls timings. keras predict runs a data pipeline per call: one call a round.
     calls = {engine: 1 if engine == "keras_predict" else max(1, repeats // rounds) for engine in engines}
@@ -159,7 +159,7 @@ def bench_entry(name, *, repeats=30, batch=256, quick=False) -> dict:
     }
     if "ort_int8" in throughput:
         ratios["int8_vs_fp32_b256"] = throughput["ort_int8"] / throughput["ort_fp32"]
-    flops = flops_per_image(registry.exports_dir() / name / tower["onnx"])
+    flops = flops_per_image(folder / tower["onnx"])
     return {"latency_ms_b1": latency, "throughput_b256": throughput, "ratios": ratios, "gflop_per_image": flops / 1e9,
             # int8 does the same multiply-adds in integers: its figure is fp32-equivalent GFLOP/s.
             "gflops_b256": {engine: flops * ips / 1e9 for engine, ips in throughput.items()}}

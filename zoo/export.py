@@ -362,13 +362,9 @@ def full_rank_broadcasts(proto):
     constant over a (B, 28, 28, 1) tensor about 50x slower than a (1, 1, 1, 1) one (0.8 vs 0.015 ms at
     B=64 here): the in-graph preprocessing `1 - x / 255` took a quarter of a conv4 forward pass.
     """
-    import onnx
     from onnx import numpy_helper
 
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    ranks = {v.name: len(v.type.tensor_type.shape.dim)
-             for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)
-             if v.type.tensor_type.HasField("shape")}
+    ranks = {name: len(dims) for name, dims in inferred_shapes(proto).items()}
     constants = {t.name: t for t in proto.graph.initializer}
     added = {}
     for node in proto.graph.node:
@@ -389,6 +385,17 @@ def full_rank_broadcasts(proto):
     for tensor in unused:
         proto.graph.initializer.remove(tensor)
     return proto
+
+
+def inferred_shapes(proto) -> dict:
+    """name -> dims of every graph input, intermediate and output whose shape ONNX shape inference finds
+    (0 for a symbolic dimension such as the batch)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)
+            if v.type.tensor_type.HasField("shape")}
 
 
 def _check_parity(tmp, role, spec, inputs, expected) -> None:
