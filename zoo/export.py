@@ -359,8 +359,8 @@ def full_rank_broadcasts(proto):
     """Give single-value constants of elementwise ops the rank of the other operand: () -> (1, 1, 1, 1).
 
     The same numbers, so the same outputs; but onnxruntime 1.32's CPU Mul/Add broadcast a () or (1,)
-    constant over a (B, 28, 28, 1) tensor about 50x slower than a (1, 1, 1, 1) one (0.8 vs 0.015 ms at
-    B=64 here): the in-graph preprocessing `1 - x / 255` took a quarter of a conv4 forward pass.
+    constant over a (B, 28, 28, 1) tensor through a slow path, many times slower than a (1, 1, 1, 1)
+    one, so the in-graph preprocessing `1 - x / 255` cost a large share of a conv4 forward pass.
     """
     from onnx import numpy_helper
 
