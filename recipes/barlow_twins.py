@@ -118,10 +118,6 @@ def main(argv=None):
     metrics = held_out_metrics(lambda x: embed(embedder, x), test_images, test_labels, runs, config)
     print_metrics(config.name, metrics)
 
-    def five_way_one_shot(embed_fn):
-        return {"5way1shot": evaluate.few_shot(embed_fn(test_images), test_labels, 5, 1, config.test_queries,
-                                               config.test_episodes, seed=config.seed)}
-
     steps = len(history.epoch) * config.steps_per_epoch  # this process's share of a resumed run
     training = training_record(config, clock.seconds, steps * config.batch_size, steps=steps,
                                views_per_image=2, final_loss=float(history.history["loss"][-1]))
@@ -138,8 +134,7 @@ def main(argv=None):
         training=training,
         extras={"augmentation": "zoo.data.augment.characters(28)", "projector_dropped": config.projection,
                 "distance": "squared Euclidean between L2-normalised embeddings and prototypes"},
-        golden_inputs=test_images[:8], calibration_images=sampler.images[:: max(1, len(sampler.images) // 256)],
-        evaluate=five_way_one_shot, root=args.root)
+        golden_inputs=test_images[:8], root=args.root)
 
 
 if __name__ == "__main__":

@@ -119,10 +119,6 @@ def main(argv=None):
     metrics = held_out_metrics(lambda x: embed(embedder, x), test_images, test_labels, runs, config)
     print_metrics(config.name, metrics)
 
-    def five_way_one_shot(embed_fn):
-        return {"5way1shot": evaluate.few_shot(embed_fn(test_images), test_labels, 5, 1, config.test_queries,
-                                               config.test_episodes, seed=config.seed)}
-
     steps = len(history.epoch) * config.steps_per_epoch  # this process's share of a resumed run
     training = training_record(config, clock.seconds, steps * config.batch_size, steps=steps,
                                patches_per_image=9, final_loss=float(history.history["loss"][-1]))
@@ -141,8 +137,7 @@ def main(argv=None):
                            f"{3 * config.cell}, jitter +-{config.jitter}",
                 "embedding": "concatenated conv4 features of the 9 un-jittered grid patches (9 x 64)",
                 "distance": "squared Euclidean between L2-normalised embeddings and prototypes"},
-        golden_inputs=test_images[:8], calibration_images=sampler.images[:: max(1, len(sampler.images) // 256)],
-        evaluate=five_way_one_shot, root=args.root)
+        golden_inputs=test_images[:8], root=args.root)
 
 
 if __name__ == "__main__":

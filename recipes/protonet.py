@@ -151,10 +151,6 @@ def main(argv=None):
     metrics["test_characters"] = int(len(np.unique(test_labels)))
     print_metrics(config.name, metrics)
 
-    def lake_oneshot_runs(embed_fn):
-        train, test = (embed_fn(runs_flat[k]).reshape(*runs_shape[:2], -1) for k in ("train_images", "test_images"))
-        return {"lake_oneshot_runs": evaluate.oneshot_runs(train, test, runs["answers"])["accuracy"]}
-
     episodes = config.epochs * config.episodes_per_epoch
     training = training_record(config, clock.seconds, episodes * model.episode_size, episodes=episodes,
                                train_classes=int(len(np.unique(train_labels))) * 4,
@@ -171,8 +167,7 @@ def main(argv=None):
         paper="Snell, Swersky & Zemel 2017, Prototypical Networks for Few-shot Learning, NeurIPS, arXiv:1703.05175",
         data_license="MIT (Omniglot, Lake et al. 2015, github.com/brendenlake/omniglot)",
         training=training, extras={"distance": "squared Euclidean between prototypes (mean support embedding)"},
-        golden_inputs=test_images[:8], calibration_images=train_images[:: max(1, len(train_images) // 256)],
-        evaluate=lake_oneshot_runs, root=args.root)
+        golden_inputs=test_images[:8], root=args.root)
     return card
 
 

@@ -134,8 +134,7 @@ def main(argv=None):
         training=training_record(config, run.seconds, images_seen, backend=run.backend, machine=run.machine,
                                  steps=config.epochs * config.steps_per_epoch, seed=config.seed),
         extras={"margin": config.margin, "preprocessing": "ink = 1 - x / 255 inside the graph"},
-        golden_inputs=run_images[:8], calibration_images=sampler.images[::75][:256],
-        evaluate=oneshot, root=args.root)
+        golden_inputs=run_images[:8], root=args.root)
 
 
 if __name__ == "__main__":

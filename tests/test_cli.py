@@ -27,7 +27,7 @@ def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     publish("tiny", model, method="Triplet", dataset="synthetic", splits={"test": "synthetic/test"},
             metrics={"accuracy": 0.75}, primary_metric="accuracy", protocol="verification", recipe="pytest",
-            paper="none", data_license="none", threshold=THRESHOLD, root=root)
+            paper="none", data_license="none", threshold=THRESHOLD, int8=False, root=root)
     return root
 
 

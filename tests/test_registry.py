@@ -180,7 +180,7 @@ def published(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     publish("tiny", model, method="Triplet", dataset="synthetic", splits={}, metrics={"accuracy": 0.5},
             primary_metric="accuracy", protocol="verification", recipe="-", paper="-", data_license="CC0-1.0",
-            root=root)
+            int8=False, root=root)
     return root, model
 
 

@@ -61,6 +61,7 @@ _COMMON = dict(
     recipe="pytest",
     paper="none",
     data_license="none",
+    int8=False,  # the runtime's int8 guard is tested on a published entry's copy
 )
 
 
@@ -229,7 +230,7 @@ def test_tampered_or_missing_files(zoo_root, tmp_path):
     onnx_path.unlink()
     with pytest.raises(FileNotFoundError, match="embedder.onnx"):
         OnnxEmbedder(folder)
-    with pytest.raises(FileNotFoundError, match="int8"):
+    with pytest.raises(ValueError, match="ships no int8 graph"):
         OnnxEmbedder(zoo_root["root"] / "tiny", int8=True)  # not published for this entry
     (folder / "card.json").unlink()
     with pytest.raises(FileNotFoundError, match="card.json"):
@@ -395,3 +396,67 @@ def test_zero_shot_head_is_one_onnx_graph(zoo_root, tmp_path):
 def test_clip_folder_needs_text_tower(zoo_root):
     with pytest.raises(ValueError, match="token_ids"):
         OnnxCLIP(zoo_root["root"] / "tiny")
+
+
+# --- int8 on a CPU the card did not validate ------------------------------------------------
+
+
+def _doctored_copy(tmp_path, validated_on, wrong_int8):
+    """A copy of a published entry with int8, its card claiming `validated_on`; with `wrong_int8`, its int8
+    file replaced by a graph that disagrees with fp32 (half the largest weight's columns negated), as
+    saturating kernels would make it. The card's sha256 is updated, so only the int8 guard can notice."""
+    from onnx import numpy_helper
+
+    from zoo import registry
+
+    name = next(n for n in registry.list_models() if (registry.info(n).int8 or {}).get("kept"))
+    folder = tmp_path / name
+    shutil.copytree(registry.exports_dir() / name, folder)
+    card = json.loads((folder / "card.json").read_text())
+    card["int8"]["validated_on"] = validated_on
+    if wrong_int8:
+        proto = onnx.load(str(folder / next(iter(card["towers"].values()))["onnx"]))
+        weights = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))
+        value = numpy_helper.to_array(weights).copy()
+        value[..., ::2] *= -1
+        weights.CopyFrom(numpy_helper.from_array(value, weights.name))
+        onnx.save(proto, str(folder / card["int8"]["file"]))
+        card["files"][card["int8"]["file"]] = registry.file_sha256(folder / card["int8"]["file"])
+    (folder / "card.json").write_text(json.dumps(card))
+    with np.load(folder / "golden.npz") as golden:
+        role = next(iter(card["towers"]))
+        return folder, golden[f"{role}__inputs"], golden[f"{role}__embeddings"]
+
+
+def test_int8_on_an_unvalidated_cpu_that_disagrees_falls_back_to_fp32_with_a_warning(tmp_path):
+    folder, inputs, fp32 = _doctored_copy(tmp_path, ["x86_64:a-cpu-never-seen"], wrong_int8=True)
+    with pytest.warns(RuntimeWarning, match="disagrees with fp32 .* running the fp32 graph instead"):
+        embedder = OnnxEmbedder(folder, int8=True)
+    assert embedder.int8 is False and embedder.int8_check["golden_min_cosine"] < 0.98
+    assert embedder.int8_check["cpu_class"] == zoo.runtime.int8_cpu_class()
+    np.testing.assert_allclose(embedder.embed(inputs), fp32, rtol=0, atol=1e-5)  # the fp32 answers
+
+
+def test_int8_on_an_unvalidated_cpu_that_agrees_runs_int8(tmp_path):
+    folder, inputs, fp32 = _doctored_copy(tmp_path, ["x86_64:a-cpu-never-seen"], wrong_int8=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        embedder = OnnxEmbedder(folder, int8=True)
+    assert embedder.int8 is True and embedder.int8_check["golden_min_cosine"] >= 0.98
+    assert not np.array_equal(embedder.embed(inputs), fp32)  # the int8 graph runs, not fp32
+
+
+def test_int8_on_a_validated_cpu_class_is_not_rechecked(tmp_path):
+    folder, inputs, fp32 = _doctored_copy(tmp_path, [zoo.runtime.int8_cpu_class()], wrong_int8=True)
+    embedder = OnnxEmbedder(folder, int8=True)  # the card vouches for this CPU class
+    assert embedder.int8 is True and embedder.int8_check is None
+
+
+def test_cpu_class_names_the_int8_kernel_flags():
+    features = {"machine": "x86_64", "model": "x", "flags": ["avx", "avx2", "avx512_vnni", "avx512bw", "fma"]}
+    assert zoo.runtime.int8_cpu_class(features) == "x86_64:avx2+avx512_vnni+avx512bw"
+    assert zoo.runtime.int8_cpu_class({"machine": "arm64", "flags": []}) == "arm64:none"
+    mine = zoo.runtime.cpu_features()
+    assert mine["machine"] and set(mine["flags"]) <= set(zoo.runtime.RECORDED_FEATURES)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.runtime import cpu_features, int8_cpu_class
+
 # (ratio key, description, target): ratio = speed of the first engine over the second.
 TARGETS = (
     ("ort_vs_predict_b1", "ORT fp32 vs keras predict, batch-1 latency", 10.0),
@@ -53,7 +55,7 @@ def _interleaved_times(engines, x, rounds, calls):
     return times
 
 
-def _engines(folder: Path, tower: dict, model):
+def _engines(folder: Path, tower: dict, model, int8: bool):
     """name -> callable(images float32 (B, H, W, C)) for every engine available for the entry's image tower."""
     import tensorflow as tf
 
@@ -67,10 +69,9 @@ def _engines(folder: Path, tower: dict, model):
     # onnxruntime as an application runs it: zoo.runtime.OnnxEmbedder (input checks, batches of 64).
     from zoo.runtime import OnnxEmbedder
 
-    int8 = tower["onnx"][: -len(".onnx")] + ".int8.onnx"
-    for key, filename in (("ort_fp32", tower["onnx"]), ("ort_int8", int8)):
-        if (folder / filename).is_file():
-            engines[key] = OnnxEmbedder(folder, int8=key == "ort_int8").embed
+    engines["ort_fp32"] = OnnxEmbedder(folder).embed
+    if int8:
+        engines["ort_int8"] = OnnxEmbedder(folder, int8=True).embed
     return engines
 
 
@@ -143,7 +144,7 @@ def bench_entry(name, *, repeats=30, batch=256, quick=False) -> dict:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, h, w, c)).astype(np.float32)  # (B, H, W, C)
     folder = registry.exports_dir() / name
-    engines = _engines(folder, tower, model)
+    engines = _engines(folder, tower, model, int8=bool(card.int8 and card.int8["kept"]))
     rounds, repeats = (3, 6) if quick else (10, repeats)
     # Batch 1: the median of rounds x calls timings. keras predict runs a data pipeline per call: one call a round.
     calls = {engine: 1 if engine == "keras_predict" else max(1, repeats // rounds) for engine in engines}
@@ -221,9 +222,13 @@ def run(names=None, *, out="benchmarks/results/inference.json", quick=False) -> 
         print(f"benchmarking {name} ...", flush=True)
         results[name] = bench_entry(name, quick=quick)
     matmul = matmul_gflops(repeats=3 if quick else 20)
+    cpu = cpu_features()
+    print(f"CPU: {cpu['model']} ({cpu['machine']}, {os.cpu_count()} cores), flags {' '.join(cpu['flags'])}; "
+          f"int8 class {int8_cpu_class()}")
     print(format_table(results, matmul))
     payload = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "matmul_gflops": matmul},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "matmul_gflops": matmul,
+                    "cpu": cpu, "int8_class": int8_cpu_class()},
         "targets": {key: target for key, _, target in TARGETS},
         "entries": results,
         "pass": {

@@ -4,13 +4,15 @@ A publish writes everything into a hidden temporary folder next to the entry and
 by renaming, so a failed publish leaves the previous entry intact. The SavedModel and ONNX
 steps need TensorFlow; from another Keras backend they run in a `python -m zoo.export --finish`
 subprocess under KERAS_BACKEND=tensorflow, on the `.keras` files the caller saved.
+
+int8 (`quantize`, `int8_gate`) is kept only where it passes the gate on the publishing CPU; the card
+records that CPU. `python -m zoo.export --reexport NAME` runs the exporters again on a published entry.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -25,17 +27,33 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from zoo.registry import TOWER_INPUTS, Card, exports_dir, folder_sha256, import_custom_layers
+from zoo.registry import TOWER_INPUTS, Card, exports_dir, folder_sha256, import_custom_layers, verify_files
 
-__all__ = ["publish"]
+__all__ = ["publish", "reexport", "quantize", "int8_gate", "INT8_SCHEMES", "INT8_SCHEME_ORDER"]
 
 ONNX_OPSET = 17
 # Keras vs SavedModel vs ONNX on the golden inputs, all float32 on TensorFlow.
 PARITY_ATOL = 1e-5
 # Caller's backend (e.g. JAX) vs the same .keras on TensorFlow: different kernels, so float32 round-off differs.
 CROSS_BACKEND_ATOL = 1e-4
-# int8 is kept when the primary metric drops by at most one point.
+# Static QDQ schemes onnxruntime can run on x86 and Arm: (activation type, weight type, 7-bit weights).
+# On x86 without VNNI (AVX2, AVX-512 without VNNI) onnxruntime multiplies uint8 x int8 with VPMADDUBSW,
+# whose int16 sums of two products saturate (255 * 127 * 2 > 32767): U8S8 answers go wrong there.
+# 7-bit weights (255 * 64 * 2 < 32767) or uint8 weights (widened to int16 first) cannot saturate.
+# `benchmarks/int8_schemes.py` measures every scheme on every entry.
+INT8_SCHEMES = {
+    "u8s8": ("QUInt8", "QInt8", False),
+    "u8s8_7bit": ("QUInt8", "QInt8", True),
+    "u8u8": ("QUInt8", "QUInt8", False),
+    "s8s8": ("QInt8", "QInt8", False),
+}
+# Tried in this order; the first that passes the gate ships. 7-bit U8S8 was the fastest correct scheme on the
+# AVX2 machine that chose it (benchmarks/results/int8_schemes.json); U8U8 is the fallback.
+INT8_SCHEME_ORDER = ("u8s8_7bit", "u8u8")
+# The int8 gate: the protocol's held-out metric (zoo.protocols.GATE_METRICS) drops by at most one point,
+# and every golden input's int8 embedding has cosine >= INT8_MIN_COSINE to its fp32 one.
 INT8_MAX_DROP = 0.01
+INT8_MIN_COSINE = 0.98
 CALIBRATION_MAX_IMAGES = 256
 CALIBRATION_BATCH = 32
 EVALUATE_BATCH = 256
@@ -46,8 +64,8 @@ _ROLE = re.compile(r"[A-Za-z0-9_]+")
 
 
 def publish(name, towers, *, method, dataset, splits, metrics, primary_metric, protocol, recipe, paper, data_license,
-            anchor="", threshold=None, training=None, extras=None, golden_inputs=None, calibration_images=None,
-            evaluate=None, extra_files=None, root=None) -> Card:
+            anchor="", threshold=None, training=None, extras=None, golden_inputs=None, int8=True,
+            calibration_images=None, extra_files=None, root=None) -> Card:
     """Publish embedders as `<root>/<name>/`, atomically; returns the card written.
 
     Args:
@@ -70,10 +88,10 @@ def publish(name, towers, *, method, dataset, splits, metrics, primary_metric, p
         extras: dict | None. method-specific settings, e.g. tokenizer settings.
         golden_inputs: array | dict | None. fixed inputs of the first tower, or role -> inputs; image towers
             default to 8 seeded random images; token_ids towers need them given.
-        calibration_images: array | None. (N, H, W, C) training images to calibrate int8 on (<= 256 are used).
-        evaluate: callable | str | None. evaluate(embed_fn) -> held-out metrics dict, where
-            embed_fn((N, H, W, C) images) -> (N, D) numpy embeddings; or "module:function" naming one (required
-            off the TensorFlow backend). Given with `calibration_images`, it decides whether int8 is kept.
+        int8: bool. quantise the first tower and keep `<role>.int8.onnx` if it passes the int8 gate on this
+            CPU (`_int8`: the protocol's held-out metric from `zoo.protocols`, and cosine on the golden inputs).
+        calibration_images: array | None. (N, H, W, C) images to calibrate int8 on (<= 256 are used); default:
+            a seeded sample of the card's training split (`zoo.protocols.train_images`).
         extra_files: list | None. paths of files copied into the entry under their own names, e.g. vocab.json.
         root: str | Path | None. zoo root (default: see `zoo.registry.exports_dir`).
     """
@@ -88,8 +106,10 @@ def publish(name, towers, *, method, dataset, splits, metrics, primary_metric, p
     first = next(iter(specs))
     if specs[first]["input"] != "images":
         raise ValueError(f"the first tower ({first!r}) must take 'images'; got {specs[first]['input']!r}")
-    if (calibration_images is None) != (evaluate is None):
-        raise ValueError("int8 needs both calibration_images and evaluate (or neither, to skip int8)")
+    if int8 and protocol in _gate_protocols():
+        from zoo.protocols import check_gate_splits
+
+        check_gate_splits(splits, ("train", "test") if calibration_images is None else ("test",))
     if calibration_images is not None:
         calibration_images = _calibration_sample(calibration_images, specs[first]["shape"])
     golden = _golden_inputs(golden_inputs, specs)
@@ -104,8 +124,6 @@ def publish(name, towers, *, method, dataset, splits, metrics, primary_metric, p
                 data_license=data_license, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 training=_plain(training or {}), towers=specs, extras=_plain(extras or {}))
     on_tensorflow = keras.backend.backend() == "tensorflow"
-    if evaluate is not None and not on_tensorflow:
-        evaluate = _evaluate_reference(evaluate)
 
     root = exports_dir(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -115,9 +133,9 @@ def publish(name, towers, *, method, dataset, splits, metrics, primary_metric, p
             model.save(tmp / specs[role]["keras"])
         _copy_extra_files(extra_files, tmp, card)
         if on_tensorflow:
-            card = _finish(tmp, card, towers, golden, calibration_images, evaluate)
+            card = _finish(tmp, card, towers, golden, int8, calibration_images)
         else:
-            card = _finish_in_subprocess(tmp, card, golden, calibration_images, evaluate)
+            card = _finish_in_subprocess(tmp, card, golden, int8, calibration_images)
             with np.load(tmp / "golden.npz") as saved:
                 for role, emb in embeddings.items():
                     diff = float(np.abs(saved[f"{role}__embeddings"] - emb).max())
@@ -129,6 +147,60 @@ def publish(name, towers, *, method, dataset, splits, metrics, primary_metric, p
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return card
+
+
+def reexport(name, root=None) -> Card:
+    """Run every exporter again on a published entry's own `.keras` towers; returns the new card.
+
+    The weights, golden inputs, metrics and the card's other fields stay; the SavedModel, ONNX and int8
+    graphs, the int8 gate (measured on this CPU), the golden outputs and every sha256 are recomputed, and
+    the entry is swapped in atomically. This is how an entry picks up a change of an exporter (a new int8
+    scheme, a new graph pass) without retraining: `python -m zoo.export --reexport NAME`. Needs TensorFlow.
+
+    Args:
+        name: str. a published entry.
+        root: str | Path | None. zoo root (default: see `zoo.registry.exports_dir`).
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(f"reexport runs the exporters under TensorFlow: set KERAS_BACKEND=tensorflow, "
+                           f"got {keras.backend.backend()!r}")
+    root = exports_dir(root)
+    folder = root / name
+    card = Card.from_json(folder)
+    verify_files(folder, card)
+    import_custom_layers()
+    towers = {role: keras.saving.load_model(folder / t["keras"], compile=False, safe_mode=True)
+              for role, t in card.towers.items()}
+    with np.load(folder / "golden.npz") as saved:
+        golden = {role: saved[f"{role}__inputs"] for role in card.towers}
+    outputs = _output_names(card)
+    extra_files = [folder / p for p in card.files if "/" not in p and p not in outputs]
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    card = dataclasses.replace(card, created=now, int8=None, files={}, extras={
+        **card.extras, "reexported": {"command": f"python -m zoo.export --reexport {name}",
+                                      "first_published": card.extras.get("reexported", {}).get(
+                                          "first_published", card.created)}})
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+    try:
+        for role, t in card.towers.items():
+            shutil.copy2(folder / t["keras"], tmp / t["keras"])
+        _copy_extra_files(extra_files, tmp, card)
+        card = _finish(tmp, card, towers, golden, True, None)
+        _swap_in(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return card
+
+
+def _output_names(card) -> set:
+    """The top-level files and folders the exporters write for `card`."""
+    names = {"card.json", "golden.npz", _JOB}
+    for role, tower in card.towers.items():
+        names |= {tower["onnx"], tower["keras"], tower["saved_model"], f"{role}.int8.onnx"}
+    return names
 
 
 def _tower_spec(role, model, first) -> dict:
@@ -207,9 +279,7 @@ def _plain(value):
 
 
 def _copy_extra_files(paths, tmp, card) -> None:
-    reserved = {"card.json", "golden.npz", _JOB}
-    for role, tower in card.towers.items():
-        reserved |= {tower["onnx"], tower["keras"], tower["saved_model"], f"{role}.int8.onnx"}
+    reserved = _output_names(card)
     for path in paths or ():
         path = Path(path)
         if not path.is_file():
@@ -217,29 +287,6 @@ def _copy_extra_files(paths, tmp, card) -> None:
         if path.name in reserved or (tmp / path.name).exists():
             raise ValueError(f"extra file name {path.name!r} clashes with another file of the entry")
         shutil.copy2(path, tmp / path.name)
-
-
-def _evaluate_reference(evaluate) -> str:
-    """`evaluate` as an importable "module:function" string, so another process can run it."""
-    if isinstance(evaluate, str):
-        return evaluate
-    module, qualname = getattr(evaluate, "__module__", None), getattr(evaluate, "__qualname__", "")
-    if not callable(evaluate) or module in (None, "__main__") or "<" in qualname:
-        raise ValueError("off the TensorFlow backend, evaluate must be importable: pass a 'module:function' string "
-                         f"or a module-level function of an importable module; got {evaluate!r}")
-    return f"{module}:{qualname}"
-
-
-def _resolve_evaluate(evaluate):
-    if not isinstance(evaluate, str):
-        return evaluate
-    module, _, attr = evaluate.partition(":")
-    if not module or not attr:
-        raise ValueError(f"evaluate string must be 'module:function', got {evaluate!r}")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _swap_in(tmp: Path, dest: Path) -> None:
@@ -257,15 +304,15 @@ def _swap_in(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _finish_in_subprocess(tmp, card, golden, calibration_images, evaluate) -> Card:
+def _finish_in_subprocess(tmp, card, golden, int8, calibration_images) -> Card:
     """Run `_finish` under TensorFlow in `python -m zoo.export --finish tmp`; returns the card it wrote."""
     job = tmp / _JOB
     job.mkdir()
-    (job / "job.json").write_text(json.dumps({"card": card.to_dict(), "evaluate": evaluate}))
+    (job / "job.json").write_text(json.dumps({"card": card.to_dict(), "int8": bool(int8)}))
     np.savez(job / "golden.npz", **golden)
     if calibration_images is not None:
         np.save(job / "calibration.npy", calibration_images)
-    # The child must import what the caller can: the evaluate function, the zoo itself.
+    # The child must import what the caller can: the zoo itself.
     env = dict(os.environ, KERAS_BACKEND="tensorflow",
                PYTHONPATH=os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path))
     done = subprocess.run([sys.executable, "-m", "zoo.export", "--finish", str(tmp)], env=env,
@@ -290,10 +337,10 @@ def _finish_job(tmp: Path) -> Card:
     with np.load(job / "golden.npz") as f:
         golden = {role: f[role] for role in card.towers}
     calibration = np.load(job / "calibration.npy") if (job / "calibration.npy").exists() else None
-    return _finish(tmp, card, towers, golden, calibration, spec["evaluate"])
+    return _finish(tmp, card, towers, golden, spec["int8"], calibration)
 
 
-def _finish(tmp, card, towers, golden, calibration_images, evaluate) -> Card:
+def _finish(tmp, card, towers, golden, int8, calibration_images) -> Card:
     """Under TensorFlow: SavedModel, ONNX, int8, parity check, golden.npz, hashes and card.json, in `tmp`."""
     import onnx
     import tensorflow as tf
@@ -308,14 +355,13 @@ def _finish(tmp, card, towers, golden, calibration_images, evaluate) -> Card:
         tf.saved_model.save(module, str(tmp / spec["saved_model"]), signatures={"serving_default": serve})
         onnx_models[role] = _to_onnx(serve)
         onnx.save(onnx_models[role], tmp / spec["onnx"])
-    if evaluate is not None:
-        card = dataclasses.replace(card, int8=_int8(tmp, first, card, calibration_images,
-                                                    _resolve_evaluate(evaluate)))
+    if int8 and card.protocol in _gate_protocols():
+        card = dataclasses.replace(card, int8=_int8(tmp, first, card, golden, calibration_images))
     # The card in the graphs lacks `files`: a file cannot hold its own hash.
     metadata = json.dumps({k: v for k, v in card.to_dict().items() if k != "files"})
     onnx_files = [t["onnx"] for t in card.towers.values()]
     if card.int8 and card.int8["kept"]:
-        onnx_files.append(f"{first}.int8.onnx")
+        onnx_files.append(card.int8["file"])
     for relpath in onnx_files:
         proto = onnx.load(tmp / relpath)
         onnx.helper.set_model_props(proto, {"zoo_card": metadata})
@@ -425,62 +471,145 @@ class _Calibration(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def _onnx_embed_fn(path, input_name):
-    """embed_fn for `evaluate`: (N, H, W, C) images -> (N, D) embeddings of an ONNX file."""
+def _onnx_embed_fn(path, input_name, dtype=np.float32):
+    """(N, ...) inputs -> (N, D) embeddings of an ONNX file, in batches."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
-    def embed(images):
-        images = np.asarray(images, dtype=np.float32)
-        return np.concatenate([session.run(["embeddings"], {input_name: images[i:i + EVALUATE_BATCH]})[0]
-                               for i in range(0, len(images), EVALUATE_BATCH)])
+    def embed(inputs):
+        inputs = np.asarray(inputs, dtype=dtype)
+        return np.concatenate([session.run(["embeddings"], {input_name: inputs[i:i + EVALUATE_BATCH]})[0]
+                               for i in range(0, len(inputs), EVALUATE_BATCH)])
 
     return embed
 
 
-def _primary(metrics, key) -> float:
-    """The primary metric out of evaluate()'s dict: a number, or the "mean" of a {mean, ci} dict."""
-    if not isinstance(metrics, dict) or key not in metrics:
-        raise ValueError(f"evaluate must return a dict with the primary metric {key!r}; got {metrics!r}")
-    value = metrics[key]
-    value = value.get("mean") if isinstance(value, dict) else value
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-        raise ValueError(f"evaluate()[{key!r}] must be a number (or a dict with 'mean'); got {metrics[key]!r}")
-    return float(value)
+def _gate_protocols():
+    from zoo.protocols import GATE_METRICS
+
+    return GATE_METRICS
 
 
-def _int8(tmp, role, card, images, evaluate) -> dict:
-    """Static QDQ int8 of the first tower; kept as `<role>.int8.onnx` if the primary metric drops <= 1 point.
+def quantize(fp32_path, int8_path, images, input_name, scheme=INT8_SCHEME_ORDER[0]) -> None:
+    """Static QDQ int8 of an fp32 ONNX image embedder, per-channel weights, calibrated (MinMax) on `images`.
 
-    Activations uint8, weights int8 per channel (U8S8): the combination onnxruntime's x86 kernels
-    (VNNI) run fastest; signed activations (S8S8) ran 2-5x slower than U8S8 on the ResNet towers here.
+    Args:
+        fp32_path: str | Path. the float32 graph.
+        int8_path: str | Path. where the int8 graph goes.
+        images: array. (N, H, W, C) float32 calibration images (pixels 0..255).
+        input_name: str. the graph's input, "images".
+        scheme: str. a key of INT8_SCHEMES.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    spec = card.towers[role]
-    fp32_path, int8_path = tmp / spec["onnx"], tmp / f"{role}.int8.onnx"
-    prepared = tmp / _JOB / "prepared.onnx"
-    prepared.parent.mkdir(exist_ok=True)
-    # ONNX shape inference covers these graphs; the symbolic pass would add a sympy dependency.
-    quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
-    quantize_static(prepared, int8_path, _Calibration(images, spec["input"]), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-    fp32 = _primary(evaluate(_onnx_embed_fn(fp32_path, spec["input"])), card.primary_metric)
-    int8 = _primary(evaluate(_onnx_embed_fn(int8_path, spec["input"])), card.primary_metric)
-    kept = fp32 - int8 <= INT8_MAX_DROP
-    if not kept:
+    if scheme not in INT8_SCHEMES:
+        raise ValueError(f"unknown int8 scheme {scheme!r}; known: {sorted(INT8_SCHEMES)}")
+    activations, weights, seven_bit = INT8_SCHEMES[scheme]
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        # ONNX shape inference covers these graphs; the symbolic pass would add a sympy dependency.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(prepared, str(int8_path), _Calibration(images, input_name), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType[activations], weight_type=QuantType[weights], per_channel=True,
+                        reduce_range=seven_bit)
+
+
+def int8_gate(card, folder, int8_path, golden_inputs, data=None) -> dict:
+    """Measure an int8 graph of the entry's image tower against its fp32 graph, on this CPU.
+
+    Returns {"fp32", "int8": the protocol's gate metric (`zoo.protocols.gate_metric`) of each graph,
+    "golden_min_cosine": the least cosine between their embeddings of `golden_inputs`, "kept": whether
+    the drop is <= INT8_MAX_DROP and that cosine >= INT8_MIN_COSINE}.
+
+    Args:
+        card: Card. the entry's card.
+        folder: Path. the entry's folder with its fp32 graphs (the text tower too, for zero_shot).
+        int8_path: Path. the int8 graph of the first tower.
+        golden_inputs: array. (N, H, W, C) fixed images of the first tower.
+        data: dict | None. the held-out split if already loaded (`zoo.protocols.test_data(card)`).
+    """
+    from zoo import protocols
+
+    spec = next(iter(card.towers.values()))
+    fp32_fn, int8_fn = (_onnx_embed_fn(path, spec["input"]) for path in (folder / spec["onnx"], int8_path))
+    embed_text = _text_embed_fn(folder, card) if card.protocol == "zero_shot" else None
+    data = protocols.test_data(card) if data is None else data
+    fp32 = protocols.gate_metric(card, fp32_fn, data, embed_text)
+    int8 = protocols.gate_metric(card, int8_fn, data, embed_text)
+    cosine = float(np.min(np.sum(_unit(int8_fn(golden_inputs)) * _unit(fp32_fn(golden_inputs)), axis=1)))
+    return {"fp32": fp32, "int8": int8, "golden_min_cosine": cosine,
+            "kept": bool(fp32 - int8 <= INT8_MAX_DROP and cosine >= INT8_MIN_COSINE)}
+
+
+def _int8(tmp, role, card, golden, images=None) -> dict:
+    """Quantise the first tower with each scheme of INT8_SCHEME_ORDER until one passes `int8_gate` here; keep
+    it as `<role>.int8.onnx`, or ship no int8 file if none passes.
+
+    The record names the CPU it was measured on; `zoo.runtime` re-checks int8 at load on another CPU class.
+    """
+    from zoo import protocols
+    from zoo.runtime import cpu_features, int8_cpu_class
+
+    int8_path = tmp / f"{role}.int8.onnx"
+    images = protocols.train_images(card) if images is None else images
+    data = protocols.test_data(card)
+    tried = []
+    for scheme in INT8_SCHEME_ORDER:
+        quantize(tmp / card.towers[role]["onnx"], int8_path, images, card.towers[role]["input"], scheme=scheme)
+        gate = int8_gate(card, tmp, int8_path, golden[role], data)
+        tried.append({"scheme": scheme, **gate})
+        if gate["kept"]:
+            break
         int8_path.unlink()
-    return {"fp32": fp32, "int8": int8, "kept": bool(kept), "calibration_images": int(len(images)),
-            "format": "QDQ, uint8 activations, int8 weights per channel"}
+    return {**gate, "file": int8_path.name if gate["kept"] else None, "scheme": scheme if gate["kept"] else None,
+            "format": _scheme_description(scheme) if gate["kept"] else None, "tried": tried,
+            "metric": protocols.GATE_METRICS[card.protocol], "max_drop": INT8_MAX_DROP,
+            "min_cosine": INT8_MIN_COSINE, "calibration_images": int(len(images)), "cpu": cpu_features(),
+            "validated_on": [int8_cpu_class()] if gate["kept"] else []}
+
+
+def _scheme_description(scheme) -> str:
+    activations, weights, seven_bit = INT8_SCHEMES[scheme]
+    names = {"QUInt8": "uint8", "QInt8": "int8"}
+    return (f"QDQ, {names[activations]} activations, {'7-bit ' if seven_bit else ''}{names[weights]} weights "
+            "per channel, MinMax calibration")
+
+
+def _unit(x) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _text_embed_fn(folder, card):
+    """list[str] -> (N, D) fp32 embeddings of the entry's text tower (ONNX), tokenised as zoo.runtime does."""
+    from zoo.runtime import Tokenizer
+
+    role = next(r for r, t in card.towers.items() if t["input"] == "token_ids")
+    tokenizer = Tokenizer(card.extras["context_length"])
+    embed = _onnx_embed_fn(folder / card.towers[role]["onnx"], "token_ids", dtype=np.int32)
+    return lambda texts: embed(tokenizer.encode(texts))
 
 
 def main(argv=None) -> None:
-    """`python -m zoo.export --finish DIR`: the TensorFlow half of a publish started on another backend."""
+    """`python -m zoo.export --reexport NAME`: run the exporters again on a published entry (see `reexport`).
+    `--finish DIR` is the TensorFlow half of a publish started on another backend (internal)."""
     parser = argparse.ArgumentParser(prog="python -m zoo.export", description=main.__doc__)
-    parser.add_argument("--finish", required=True, metavar="DIR", help="temporary folder prepared by publish()")
-    _finish_job(Path(parser.parse_args(argv).finish))
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--reexport", nargs="+", metavar="NAME", help="published entries to export again")
+    group.add_argument("--finish", metavar="DIR", help="temporary folder prepared by publish()")
+    parser.add_argument("--root", default=None, help="zoo root (default: exports/ or $ZOO_EXPORTS)")
+    args = parser.parse_args(argv)
+    if args.finish:
+        _finish_job(Path(args.finish))
+        return
+    for name in args.reexport:
+        card = reexport(name, args.root)
+        int8 = card.int8 or {}
+        print(f"{name}: re-exported; int8 {'kept' if int8.get('kept') else 'dropped'} ({int8.get('metric')} "
+              f"fp32 {int8.get('fp32', float('nan')):.4f}, int8 {int8.get('int8', float('nan')):.4f}, golden cosine "
+              f">= {int8.get('golden_min_cosine', float('nan')):.4f}, scheme {int8.get('scheme')}, "
+              f"CPU {int8.get('validated_on') or (int8.get('cpu') or {}).get('flags')})", flush=True)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,10 @@ class Card:
         created: str. ISO-8601 UTC time of publication.
         training: dict. how it was trained (steps, epochs, minutes, backend, seed, ...).
         towers: dict. role -> {"input", "shape", "dtype", "onnx", "keras", "saved_model"}; the first is the image tower.
-        int8: dict | None. {"fp32", "int8", "kept", "calibration_images"}: the int8 decision, or None if not tried.
+        int8: dict | None. the int8 gate, or None if not tried: {"fp32", "int8" (the gate metric of each graph),
+            "kept", "calibration_images", ...}; cards since the int8 gate also record "file", "metric",
+            "golden_min_cosine", "scheme", "cpu" and "validated_on" (the CPU classes of `zoo.runtime.int8_cpu_class`
+            the gate passed on). See `zoo.export.int8_gate`.
         extras: dict. method-specific settings, e.g. tokenizer settings.
         files: dict. relative path -> sha256 of every other file in the folder.
     """
@@ -274,14 +277,15 @@ def import_custom_layers() -> None:
 
 def model_table(root=None) -> str:
     """The README's model table, in Markdown, generated from the published cards (never typed by hand)."""
-    rows = ["| entry | method | trained on | held-out metric | value | literature anchor | training | int8 |",
+    rows = ["| entry | method | trained on | held-out metric | value | literature anchor | training | int8 (gate metric change) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in list_models(root):
         card = info(name, root)
         value = card.metrics[card.primary_metric]
         value = value.get("mean", value) if isinstance(value, dict) else value
         minutes = card.training.get("minutes")
-        int8 = "-" if not card.int8 else ("kept" if card.int8.get("kept") else "dropped")
+        int8 = "-" if not card.int8 else (f"{'kept' if card.int8.get('kept') else 'dropped'} "
+                                          f"({card.int8['int8'] - card.int8['fp32']:+.3f})")
         rows.append(f"| `{name}` | {card.method} | {card.dataset} | {card.primary_metric} | {value:.4f} | "
                     f"{card.anchor or '-'} | {f'{minutes} min' if minutes is not None else '-'} | {int8} |")
     return "\n".join(rows) + "\n"

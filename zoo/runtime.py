@@ -14,17 +14,62 @@ and depend only on `numpy` and `onnxruntime`.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import platform
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-__all__ = ["OnnxEmbedder", "OnnxCLIP", "Tokenizer", "few_shot_classify", "read_card"]
+__all__ = ["OnnxEmbedder", "OnnxCLIP", "Tokenizer", "few_shot_classify", "read_card", "cpu_features",
+           "int8_cpu_class"]
 
 _CARD_METADATA_KEY = "zoo_card"
 # Entries of the (rows, N) distance block per chunk in `search`: bounds memory for large galleries.
 _SEARCH_CHUNK_ELEMENTS = 4_000_000
+
+
+# CPU flags that decide which int8 kernels onnxruntime's MLAS runs, so whether int8 answers can differ:
+# x86 AVX2 / AVX-512BW multiply-add uint8 x int8 with saturation, the VNNI and AMX ones do not; Arm has
+# its own dot-product and matrix-multiply instructions.
+INT8_KERNEL_FEATURES = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve")
+# What a card records of the CPU that measured int8 (the kernel flags and their neighbours).
+RECORDED_FEATURES = ("sse4_1", "avx", "fma", "avx512f", "asimd", *INT8_KERNEL_FEATURES)
+
+
+def cpu_features() -> dict:
+    """This machine's processor as the OS reports it: {"machine", "model", "flags"}.
+
+    Linux reads /proc/cpuinfo (x86 "flags", Arm "Features"); elsewhere the flags are unknown (empty),
+    so an int8 graph is always checked against fp32 at load there.
+    """
+    model, flags = platform.processor() or "", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("flags", "features") and not flags:
+            flags = set(value.split())
+        elif key == "model name" and value.strip():
+            model = value.strip()
+    return {"machine": platform.machine().lower(), "model": model,
+            "flags": sorted(f for f in flags if f in RECORDED_FEATURES)}
+
+
+def int8_cpu_class(features=None) -> str:
+    """The CPU class whose int8 answers are alike: machine and int8 kernel flags, e.g. "x86_64:avx2".
+
+    Args:
+        features: dict | None. `cpu_features()` output (default: this machine's).
+    """
+    features = cpu_features() if features is None else features
+    flags = [f for f in features.get("flags", []) if f in INT8_KERNEL_FEATURES]
+    return f"{features.get('machine', '?')}:{'+'.join(sorted(flags)) or 'none'}"
 
 
 def _sha256(data: bytes) -> str:
@@ -104,20 +149,27 @@ class OnnxEmbedder:
         verify: bool. check the sha256 of the ONNX file against card.json before loading it.
         batch_size: int. images per onnxruntime call inside `embed`.
         providers: list[str] | None. onnxruntime execution providers (default: all available).
-        int8: bool. load the statically quantised `<tower>.int8.onnx` instead of the fp32 graph.
+        int8: bool. run the statically quantised graph (`card["int8"]["file"]`) instead of the fp32 one.
+            int8 answers depend on the CPU's instructions, so on a CPU class (`int8_cpu_class()`) that the
+            card's int8 gate was not measured on, the int8 graph is first checked against fp32 on the
+            entry's golden inputs; if a cosine falls below the card's `min_cosine`, it warns
+            (RuntimeWarning) and runs the fp32 graph instead. `self.int8` says which graph runs and
+            `self.int8_check` what the check measured (None where the card vouches for this CPU class).
     """
 
     def __init__(self, path, *, verify=True, batch_size=64, providers=None, int8=False):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        self.int8, self.int8_check = False, None
         path = Path(path)
         if path.is_dir():
             card = read_card(path)
             relpath = _tower_file(card, "images", path)
-            if int8:
-                relpath = relpath[: -len(".onnx")] + ".int8.onnx"
             model = _read_checked(path, relpath, card, verify)
+            self._session = _session(model, providers)
+            if int8:
+                self._use_int8(path, card, verify, providers)
         elif path.is_file():
             if int8:
                 raise ValueError("int8=True needs an export folder; pass the .int8.onnx file itself")
@@ -128,9 +180,9 @@ class OnnxEmbedder:
                 model = _read_checked(folder, path.name, card, verify)
             else:
                 model = path.read_bytes()
+            self._session = _session(model, providers)
         else:
             raise FileNotFoundError(f"no export folder or ONNX file at {path}")
-        self._session = _session(model, providers)
         if card is None:
             meta = self._session.get_modelmeta().custom_metadata_map
             card = json.loads(meta[_CARD_METADATA_KEY]) if _CARD_METADATA_KEY in meta else {}
@@ -145,6 +197,34 @@ class OnnxEmbedder:
         self.input_shape = tuple(int(n) for n in shape)
         dim = card.get("embedding_dim") or self._session.get_outputs()[0].shape[-1]
         self.embedding_dim = int(dim)
+
+    def _use_int8(self, folder, card, verify, providers) -> None:
+        """Switch to the int8 graph, after checking it against fp32 where the card has not vouched for this CPU."""
+        record = card.get("int8") or {}
+        if not record.get("kept"):
+            raise ValueError(f"{folder} ships no int8 graph: its int8 gate "
+                             f"{'was not run' if not record else 'failed'} (card.json int8: {record or None}); "
+                             "use int8=False")
+        tower = next(iter(card["towers"]))
+        relpath = record.get("file") or f"{tower}.int8.onnx"
+        session = _session(_read_checked(folder, relpath, card, verify), providers)
+        cpu_class = int8_cpu_class()
+        if cpu_class in record.get("validated_on", []):
+            self._session, self.int8 = session, True
+            return
+        with np.load(io.BytesIO(_read_checked(folder, "golden.npz", card, verify))) as golden:
+            inputs, fp32 = golden[f"{tower}__inputs"], golden[f"{tower}__embeddings"]
+        int8 = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+        cosine = float(np.min(np.sum(_l2_normalize(int8) * _l2_normalize(fp32), axis=1)))
+        minimum = float(record.get("min_cosine", 0.98))
+        self.int8_check = {"cpu_class": cpu_class, "golden_min_cosine": cosine, "min_cosine": minimum}
+        if cosine >= minimum:
+            self._session, self.int8 = session, True
+            return
+        warnings.warn(f"{folder / relpath}: on this CPU ({cpu_class}; the card validated int8 on "
+                      f"{record.get('validated_on', [])}) the int8 graph disagrees with fp32 on the golden inputs "
+                      f"(least cosine {cosine:.3f} < {minimum}); running the fp32 graph instead", RuntimeWarning,
+                      stacklevel=3)
 
     @property
     def threshold(self):
