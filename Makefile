@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tf test-jax clean
+.PHONY: demo test test-tf test-jax test-torch clean
 
 .venv/installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -22,6 +22,11 @@ test-tf: .venv/installed
 # Losses and methods again on JAX: the same fit() must run on every backend.
 test-jax: .venv/installed
 	KERAS_BACKEND=jax $(PY) -m pytest -q -x -m multibackend tests
+
+# The same on torch; not part of `test` (CI has no torch). Needs a CPU torch in .venv: a plain
+# `pip install torch` pulls the CUDA build (GBs), so install a `+cpu` wheel.
+test-torch: .venv/installed
+	KERAS_BACKEND=torch $(PY) -m pytest -q -m multibackend tests
 
 clean:
 	rm -rf .venv build *.egg-info report

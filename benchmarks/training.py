@@ -14,10 +14,9 @@ For models with a view augmentation (`model.augment`), also its share of the ste
 
 import argparse
 import dataclasses
-import importlib
+import importlib.util
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "recipes"))  # the entries are built from their recipes' configurations
 
 FIT_VS_TAPE_TARGET = 0.9
 QUICK_STEPS = 4
@@ -37,7 +35,9 @@ QUICK_STEPS = 4
 def from_recipe(name):
     """build(steps=None) -> (compiled model, sampler, callbacks, images per step) of a recipe's default config."""
     def build(steps=None):
-        recipe = importlib.import_module(name)
+        spec = importlib.util.spec_from_file_location(f"{name}_recipe", REPO / "recipes" / f"{name}.py")
+        recipe = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(recipe)  # the entries are built from their recipes' configurations
         config = recipe.Config()
         if steps:
             config = dataclasses.replace(config, steps_per_epoch=steps)

@@ -24,11 +24,11 @@ import keras
 import numpy as np
 
 import zoo.data
-from zoo import backbones, evaluate
+from zoo import backbones, protocols
+from zoo.data.augment import square_crops
 from zoo.export import publish
 from zoo.methods.clip import CLIP
-from zoo.data.augment import square_crops
-from zoo.recipe import embed, parse_config, print_metrics, recipe_command, fit_or_restore, training_callbacks, training_record
+from zoo.recipe import embed, parse_config, print_metrics, train
 from zoo.runtime import Tokenizer
 
 
@@ -58,6 +58,16 @@ SMOKE = {"epochs": 2, "limit": 64, "batch_size": 32, "widths": "16-32", "text_wi
 # Prompt ensembles for zero-shot classification, averaged in embedding space.
 TEMPLATES = ("{}", "an emoji of {}", "a picture of {}", "{} emoji")
 
+CARD = {
+    "method": "CLIP", "protocol": "zero_shot", "primary_metric": "image_to_text_recall@5",
+    "dataset": "emoji (Noto) train + COCO mini train",
+    "splits": {"train": "emoji/train + coco_mini/train", "test": "emoji/test"},
+    "data_license": "Noto Emoji: Apache-2.0 (images), Unicode names; COCO: CC BY 4.0 annotations, Flickr image "
+                    "licences",
+    "anchor": "chance recall@5 = 5 / test captions; CLIP (Radford et al. 2021) is trained on 400M pairs",
+    "paper": "Radford et al. 2021, arXiv:2103.00020",
+}
+
 
 def resize(images, size):
     """(N, H, W, C) uint8 -> (N, size, size, C) float32 0..255, antialiased bilinear."""
@@ -67,32 +77,10 @@ def resize(images, size):
     return np.clip(keras.ops.convert_to_numpy(out), 0, 255)
 
 
-def class_prompts(names):
-    """Class names as words: 'Smileys & Emotion' -> 'smileys and emotion', 'face-smiling' -> 'face smiling'.
-
-    A class given as a list of names (see `zoo.data.emoji_category_descriptions`) stays a list."""
-    def words(name):
-        return str(name).replace("&", "and").replace("-", " ").lower()
-
-    return [words(n) if isinstance(n, str) else [words(m) for m in n] for n in names]
-
-
-def zero_shot_text_embeddings(text_embedder, tokenizer, classes):
-    """(C, D) class embeddings: the mean over TEMPLATES (and over a class's names, when it has several)
-    of the normalised prompt embeddings, re-normalised; the same as `OnnxCLIP.class_embeddings`."""
-    classes = [[c] if isinstance(c, str) else c for c in class_prompts(classes)]
-    prompts = [t.format(n) for names in classes for n in names for t in TEMPLATES]
-    e = embed(text_embedder, tokenizer.encode(prompts))
-    ends = np.cumsum([len(names) * len(TEMPLATES) for names in classes])
-    e = np.stack([part.mean(axis=0) for part in np.split(e, ends[:-1])])
-    return e / np.linalg.norm(e, axis=1, keepdims=True)
-
-
-def main(argv=None):
-    config, args = parse_config(Config, SMOKE, argv, description=__doc__)
+def build(config):
+    """The compiled CLIP model of `config`, its training pairs (images, token_ids) and no callbacks."""
     keras.utils.set_random_seed(config.seed)
     tokenizer = Tokenizer(config.context_length)
-
     # Training pairs: emoji (image, name) and COCO (image, caption) for each of its 5 captions.
     emoji_train = zoo.data.load("emoji", "train")
     images = [resize(emoji_train["images"], config.image_size)]
@@ -121,59 +109,33 @@ def main(argv=None):
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.learning_rate,
                                                       warmup_steps=max(1, steps // 20))
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay))
-    run = fit_or_restore(model, config, args, lambda: model.fit(
-        (images, token_ids), batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
-        callbacks=training_callbacks(args.workdir, args.fresh), verbose=2))
+    return model, (images, token_ids), []
 
-    # Held-out evaluation on the emoji test split.
-    test = zoo.data.load("emoji", "test")
-    image_embedder, text_embedder = model.embedder, model.text_embedder
-    test_images = resize(test["images"], config.image_size)
-    test_image_emb = embed(image_embedder, test_images)
-    test_text_emb = embed(text_embedder, tokenizer.encode(list(test["captions"])))
-    n_test = len(test_images)
-    metrics = {"test_images": n_test}
-    for direction, (q, g) in {"image_to_text": (test_image_emb, test_text_emb),
-                              "text_to_image": (test_text_emb, test_image_emb)}.items():
-        for k, value in evaluate.paired_recall(q, g, ks=(1, 5, 10)).items():
-            metrics[f"{direction}_{k}"] = value
-    for k in (1, 5, 10):
-        metrics[f"chance_recall@{k}"] = k / n_test
 
-    categories = zero_shot_text_embeddings(text_embedder, tokenizer, test["category_names"])
-    metrics["zero_shot_category_top1"] = evaluate.zero_shot(test_image_emb, test["labels"], categories)["accuracy"]
-    described = zero_shot_text_embeddings(text_embedder, tokenizer, zoo.data.emoji_category_descriptions())
-    metrics["zero_shot_category_top1_with_subcategory_names"] = evaluate.zero_shot(
-        test_image_emb, test["labels"], described)["accuracy"]
-    metrics["category_majority"] = float(np.bincount(test["labels"]).max() / n_test)
-    metrics["category_chance"] = 1.0 / len(test["category_names"])
-    subcategories = zero_shot_text_embeddings(text_embedder, tokenizer, test["subcategory_names"])
-    metrics["zero_shot_subcategory_top1"] = evaluate.zero_shot(
-        test_image_emb, test["subcategory_labels"], subcategories)["accuracy"]
-    metrics["subcategory_majority"] = float(np.bincount(test["subcategory_labels"]).max() / n_test)
-    metrics["subcategory_chance"] = 1.0 / len(test["subcategory_names"])
-    train_image_emb = embed(image_embedder, resize(emoji_train["images"], config.image_size))
-    metrics["linear_probe_category_top1"] = evaluate.linear_probe(
-        train_image_emb, emoji_train["labels"], test_image_emb, test["labels"])["accuracy"]
+def main(argv=None):
+    config, args = parse_config(Config, SMOKE, argv, description=__doc__)
+    model, pairs, callbacks = build(config)
+    towers = {"image_encoder": model.embedder, "text_encoder": model.text_embedder}
+    run = train(model, pairs, config, args, images_per_epoch=len(pairs[0]), towers=towers,
+                callbacks=callbacks, batch_size=config.batch_size, shuffle=True, argv=argv)
+    # Held-out: the emoji test split, never trained on; the linear probe fits on the emoji train split.
+    tokenizer = Tokenizer(config.context_length)
+    test, emoji_train = zoo.data.load("emoji", "test"), zoo.data.load("emoji", "train")
+    test = {**test, "images": resize(test["images"], config.image_size)}
+    emoji_train = {**emoji_train, "images": resize(emoji_train["images"], config.image_size)}
+    metrics = protocols.zero_shot(lambda x: embed(model.embedder, x),
+                                  lambda texts: embed(model.text_embedder, tokenizer.encode(texts)), test,
+                                  templates=TEMPLATES, train=emoji_train)
     print_metrics(config.name, metrics)
-
+    extras = {"tokenizer": "byte", "context_length": config.context_length,
+              "logit_scale": float(keras.ops.convert_to_numpy(model.logit_scale())),
+              "image_size": config.image_size, "templates": list(TEMPLATES)}
     golden_tokens = tokenizer.encode(["grinning face", "", "Ünïcödé ✓ 😀", "x" * (3 * config.context_length),
                                       str(test["captions"][0])])
-    card = publish(
-        config.name, {"image_encoder": image_embedder, "text_encoder": text_embedder},
-        method="CLIP", dataset="emoji (Noto) train + COCO mini train", protocol="zero_shot",
-        splits={"train": "emoji/train + coco_mini/train", "test": "emoji/test"},
-        metrics=metrics, primary_metric="image_to_text_recall@5",
-        anchor="chance recall@5 = 5 / test captions; CLIP (Radford et al. 2021) is trained on 400M pairs",
-        recipe=recipe_command(config.name, argv), paper="Radford et al. 2021, arXiv:2103.00020",
-        data_license="Noto Emoji: Apache-2.0 (images), Unicode names; COCO: CC BY 4.0 annotations, Flickr image licences",
-        training=training_record(config, run.seconds, run.epochs * len(images), backend=run.backend,
-                                 machine=run.machine, pairs=len(images)),
-        extras={"tokenizer": "byte", "context_length": config.context_length,
-                "logit_scale": float(keras.ops.convert_to_numpy(model.logit_scale())),
-                "image_size": config.image_size, "templates": list(TEMPLATES)},
-        golden_inputs={"image_encoder": test_images[:4], "text_encoder": golden_tokens}, root=args.root)
-    return card
+    return publish(config.name, towers, card={**CARD, "recipe": run.command, "extras": extras}, metrics=metrics,
+                   training=run.record(config, pairs=len(pairs[0])),
+                   golden_inputs={"image_encoder": test["images"][:4], "text_encoder": golden_tokens},
+                   int8=not args.smoke, root=args.root)
 
 
 if __name__ == "__main__":

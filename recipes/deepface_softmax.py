@@ -15,23 +15,21 @@ Trains the same small ResNet as facenet_triplet, on the same LFW train identitie
 augmentation, with a softmax over the identities; the L2-normalised penultimate layer is the
 embedding (DeepFace-style) and the softmax head is dropped. Batches are class-balanced
 (P identities x K photos), so the few people with hundreds of photos do not dominate.
-Evaluated with facenet_triplet's protocol on the held-out test identities.
+Evaluated by zoo.protocols.verification on the held-out test identities, as facenet_triplet is.
 Interrupted runs resume from the last finished epoch when re-run (--fresh starts over).
 """
 
-import sys
 from dataclasses import dataclass
 
 import keras
-import numpy as np
 
-from facenet_triplet import encoder, epoch_sync, lfw_data, lfw_metrics
+from zoo import protocols
 from zoo.data.augment import faces
 from zoo.data.samplers import PKSampler
 from zoo.export import publish
 from zoo.methods.classifier import Classifier
-from zoo.recipe import (Stopwatch, embed, fit_or_restore, parse_config, print_metrics, recipe_command,
-                        training_callbacks, training_record)
+from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, embed, face_resnet, lfw_splits, parse_config,
+                        print_metrics, train)
 
 
 @dataclass
@@ -53,65 +51,44 @@ class Config:
 SMOKE = {"epochs": 2, "steps_per_epoch": 2, "p": 4, "k": 2, "widths": "8-16", "embedding_dim": 16,
          "identities": 8}
 
+CARD = {
+    "method": "Classifier", "protocol": "verification", "primary_metric": "verification_accuracy",
+    "dataset": LFW_DATASET, "splits": LFW_SPLITS, "data_license": LFW_LICENSE,
+    "anchor": "DeepFace (Taigman et al. 2014): 97.35% on LFW's 6,000 pairs after training on 4.4M photos "
+              "of 4,030 identities; here 126 identities, 3,683 images",
+    "paper": "Taigman, Yang, Ranzato, Wolf 2014, DeepFace, CVPR 2014",
+    "extras": {"embedding": "L2-normalised penultimate layer", "preprocessing": "x / 127.5 - 1 inside the graph"},
+}
+
 
 def build(config):
-    """The compiled Classifier of `config`, its class-balanced sampler over the LFW train identities, and the
-    callbacks the sampler needs."""
+    """The compiled Classifier of `config` and its class-balanced sampler over the LFW train identities."""
     keras.utils.set_random_seed(config.seed)
-    train, _ = lfw_data(config)
-    model = Classifier(encoder(config), num_classes=int(train["labels"].max()) + 1,
-                       label_smoothing=config.label_smoothing,
+    train_data, _ = lfw_splits(config.identities)
+    model = Classifier(face_resnet(config.widths, config.embedding_dim),
+                       num_classes=int(train_data["labels"].max()) + 1, label_smoothing=config.label_smoothing,
                        augment=faces(48, seed=config.seed) if config.augment else None)
-    sampler = PKSampler(train["images"], train["labels"], config.p, config.k, config.steps_per_epoch,
+    sampler = PKSampler(train_data["images"], train_data["labels"], config.p, config.k, config.steps_per_epoch,
                         seed=config.seed)
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * config.steps_per_epoch,
                                                       alpha=0.01)
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    return model, sampler, [epoch_sync(sampler)]
-
-
-def fit(model, sampler, callbacks, config, workdir, fresh=False):
-    """`model.fit` on the sampler, resumable from `workdir`; returns the History."""
-    return model.fit(sampler, epochs=config.epochs, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
-                     callbacks=training_callbacks(workdir, fresh) + callbacks)
-
-
-def train(config, workdir, fresh=False):
-    """Fit `build(config)` resumably in `workdir`: (model, seconds, images seen), the last two for this
-    process's share of a resumed run."""
-    model, sampler, callbacks = build(config)
-    with Stopwatch() as clock:
-        history = fit(model, sampler, callbacks, config, workdir, fresh)
-    return model, clock.seconds, len(history.epoch) * config.steps_per_epoch * config.p * config.k
+    return model, sampler, []
 
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
     model, sampler, callbacks = build(config)
-    run = fit_or_restore(model, config, args,
-                         lambda: fit(model, sampler, callbacks, config, args.workdir, args.fresh))
-    images_seen = run.epochs * config.steps_per_epoch * config.p * config.k  # the training process's share
-    _, test = lfw_data(config)
-
-    embedder = model.embedder
-    test_images = np.asarray(test["images"], np.float32)
-    metrics = lfw_metrics(embed(embedder, test_images), test["labels"])
+    run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.p * config.k,
+                callbacks=callbacks, shuffle=False, argv=argv)
+    # Held-out: the test identities, never seen in training.
+    _, test = lfw_splits()
+    metrics = protocols.verification(lambda x: embed(model.embedder, x), test)
     print_metrics(config.name, metrics)
-
-    return publish(
-        config.name, embedder, method="Classifier",
-        dataset="LFW, people with >= 10 photos (48x48 RGB), train identities",
-        protocol="verification", splits={"train": "lfw/train", "test": "lfw/test"},
-        metrics=metrics, primary_metric="verification_accuracy", threshold=metrics["threshold"],
-        anchor="DeepFace (Taigman et al. 2014): 97.35% on LFW's 6,000 pairs after training on 4.4M photos "
-               "of 4,030 identities; here 126 identities, 3,683 images",
-        recipe=recipe_command(config.name, argv),
-        paper="Taigman, Yang, Ranzato, Wolf 2014, DeepFace, CVPR 2014",
-        data_license="LFW: no license stated; research use (cite Huang et al. 2007)",
-        training=training_record(config, run.seconds, images_seen, backend=run.backend, machine=run.machine,
-                                 steps=config.epochs * config.steps_per_epoch, seed=config.seed),
-        extras={"embedding": "L2-normalised penultimate layer", "preprocessing": "x / 127.5 - 1 inside the graph"},
-        golden_inputs=test_images[:8], root=args.root)
+    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command}, metrics=metrics,
+                   threshold=metrics["threshold"],
+                   training=run.record(config, steps=config.epochs * config.steps_per_epoch, seed=config.seed),
+                   golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
 
 
 if __name__ == "__main__":

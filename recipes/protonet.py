@@ -16,7 +16,6 @@ of accuracy against episodes); it is only recorded, never used to choose anythin
 """
 
 import csv
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from zoo import backbones, evaluate
 from zoo.data.samplers import EpisodeSampler
 from zoo.export import publish
 from zoo.methods.protonet import ProtoNet
-from zoo.recipe import (Stopwatch, embed, parse_config, print_metrics, recipe_command, training_callbacks,
-                        training_record)
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, Stopwatch, embed, omniglot_few_shot, parse_config,
+                        print_metrics, subset, train)
 
 
 @dataclass
@@ -55,19 +54,16 @@ class Config:
 SMOKE = {"way": 5, "shot": 1, "queries": 2, "episodes_per_epoch": 2, "epochs": 2, "train_classes": 20,
          "test_classes": 25, "test_episodes": 10, "curve_classes": 25, "curve_episodes": 5}
 
-SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))  # (way, shot) of the held-out evaluation
+CARD = {
+    "method": "ProtoNet", "protocol": "few_shot", "primary_metric": "lake_oneshot_runs",
+    "dataset": "Omniglot background (30 alphabets, 964 characters x 4 rotations), 28x28",
+    "splits": OMNIGLOT_SPLITS, "data_license": OMNIGLOT_LICENSE,
+    "anchor": "Snell et al. 2017 (Vinyals split, 28x28): 98.8% 5-way 1-shot, 99.7% 5-way 5-shot, "
+              "96.0% 20-way 1-shot, 98.9% 20-way 5-shot",
+    "paper": "Snell, Swersky & Zemel 2017, Prototypical Networks for Few-shot Learning, NeurIPS, arXiv:1703.05175",
+    "extras": {"distance": "squared Euclidean between prototypes (mean support embedding)"},
+}
 CURVE_KEY = "curve_20way1shot"
-
-
-def keep_classes(data, n, seed):
-    """Rows of `n` seeded-random classes of `data` (all rows when n is 0)."""
-    classes = np.unique(data["labels"])
-    if not n:
-        return data["images"], data["labels"]
-    if n > len(classes):
-        raise ValueError(f"asked for {n} classes, the split has {len(classes)}")
-    rows = np.isin(data["labels"], np.random.default_rng(seed).choice(classes, n, replace=False))
-    return data["images"][rows], data["labels"][rows]
 
 
 class FewShotCurve(keras.callbacks.Callback):
@@ -100,31 +96,16 @@ def read_curve(log_path, episodes_per_epoch):
             CURVE_KEY: [float(r[CURVE_KEY]) for r in rows]}
 
 
-def few_shot_metrics(embeddings, labels, runs_train, runs_test, answers, config, suffix=""):
-    """The held-out protocol on one set of embeddings: the four few-shot settings and Lake's runs."""
-    metrics = {}
-    for way, shot in SETTINGS:
-        metrics[f"{way}way{shot}shot{suffix}"] = evaluate.few_shot(
-            embeddings, labels, way, shot, config.test_queries, config.test_episodes, seed=config.seed)
-    metrics[f"lake_oneshot_runs{suffix}"] = evaluate.oneshot_runs(runs_train, runs_test, answers)["accuracy"]
-    return metrics
-
-
-def main(argv=None):
-    config, args = parse_config(Config, SMOKE, argv, description=__doc__)
+def build(config):
+    """The compiled ProtoNet of `config`, its episode sampler over the background characters (rotations as
+    new classes), and the per-epoch curve callback (first, so its value lands in the CSV log)."""
     keras.utils.set_random_seed(config.seed)
-
-    # Data: background alphabets for training (rotations as new classes), evaluation alphabets for testing.
-    train_images, train_labels = keep_classes(zoo.data.load("omniglot", "background"), config.train_classes,
-                                              config.seed)
-    test_images, test_labels = keep_classes(zoo.data.load("omniglot", "evaluation"), config.test_classes,
-                                            config.seed)
-    curve_images, curve_labels = keep_classes({"images": test_images, "labels": test_labels},
-                                              min(config.curve_classes, len(np.unique(test_labels))), config.seed)
-    runs = zoo.data.omniglot_oneshot_runs(size=28)
+    train_images, train_labels = subset(zoo.data.load("omniglot", "background"), classes=config.train_classes,
+                                        seed=config.seed)
+    curve_images, curve_labels = subset(zoo.data.load("omniglot", "evaluation"), classes=config.curve_classes,
+                                        seed=config.seed)
     sampler = EpisodeSampler(train_images, train_labels, config.way, config.shot, config.queries,
                              config.episodes_per_epoch, seed=config.seed, rotations=True)
-
     encoder = backbones.conv4((28, 28, 1))
     for layer in encoder.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -133,42 +114,29 @@ def main(argv=None):
     schedule = keras.optimizers.schedules.ExponentialDecay(config.learning_rate, config.decay_every, 0.5,
                                                            staircase=True)  # one step = one episode
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    curve_logger = FewShotCurve(curve_images, curve_labels, config.curve_episodes)
-    callbacks = [curve_logger, *training_callbacks(args.workdir, args.fresh)]
-    with Stopwatch() as clock:
-        model.fit(sampler, epochs=config.epochs, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    return model, sampler, [FewShotCurve(np.asarray(curve_images, np.float32), curve_labels, config.curve_episodes)]
 
-    # Held-out evaluation on the published (normalised) embedder and on the raw features of the loss.
-    embedder = model.embedder
-    runs_shape = runs["train_images"].shape  # (R, W, 28, 28, 1)
-    runs_flat = {k: runs[k].reshape(-1, *runs_shape[2:]) for k in ("train_images", "test_images")}
-    metrics = {}
-    for suffix, network in (("", embedder), ("_unnormalised", model.encoder)):
-        runs_train, runs_test = (embed(network, runs_flat[k]).reshape(*runs_shape[:2], -1)
-                                 for k in ("train_images", "test_images"))
-        metrics.update(few_shot_metrics(embed(network, test_images), test_labels, runs_train, runs_test,
-                                        runs["answers"], config, suffix))
-    metrics["test_characters"] = int(len(np.unique(test_labels)))
+
+def main(argv=None):
+    config, args = parse_config(Config, SMOKE, argv, description=__doc__)
+    model, sampler, callbacks = build(config)
+    run = train(model, sampler, config, args, images_per_epoch=config.episodes_per_epoch * model.episode_size,
+                callbacks=callbacks, argv=argv)
+    # Held-out: the evaluation alphabets, on the published (normalised) embedder and on the raw features of the loss.
+    options = dict(classes=config.test_classes, episodes=config.test_episodes, queries=config.test_queries,
+                   seed=config.seed)
+    metrics, test = omniglot_few_shot(model.embedder, **options)
+    unnormalised, _ = omniglot_few_shot(model.encoder, **options)
+    metrics.update({f"{key}_unnormalised": value for key, value in unnormalised.items()
+                    if "way" in key or key == "lake_oneshot_runs"})
     print_metrics(config.name, metrics)
-
-    episodes = config.epochs * config.episodes_per_epoch
-    training = training_record(config, clock.seconds, episodes * model.episode_size, episodes=episodes,
-                               train_classes=int(len(np.unique(train_labels))) * 4,
-                               curve_minutes=round(curve_logger.seconds / 60, 2),
-                               curve=read_curve(Path(args.workdir) / "log.csv", config.episodes_per_epoch))
-    card = publish(
-        config.name, embedder, method="ProtoNet", protocol="few_shot",
-        dataset="Omniglot background (30 alphabets, 964 characters x 4 rotations), 28x28",
-        splits={"train": "omniglot/background", "test": "omniglot/evaluation"},
-        metrics=metrics, primary_metric="lake_oneshot_runs",
-        anchor="Snell et al. 2017 (Vinyals split, 28x28): 98.8% 5-way 1-shot, 99.7% 5-way 5-shot, "
-               "96.0% 20-way 1-shot, 98.9% 20-way 5-shot",
-        recipe=recipe_command(config.name, argv),
-        paper="Snell, Swersky & Zemel 2017, Prototypical Networks for Few-shot Learning, NeurIPS, arXiv:1703.05175",
-        data_license="MIT (Omniglot, Lake et al. 2015, github.com/brendenlake/omniglot)",
-        training=training, extras={"distance": "squared Euclidean between prototypes (mean support embedding)"},
-        golden_inputs=test_images[:8], root=args.root)
-    return card
+    log = Path(args.trained or args.workdir) / "log.csv"
+    training = run.record(config, episodes=run.epochs * config.episodes_per_epoch,
+                          train_classes=len(sampler.members),  # rotations count as classes
+                          curve_minutes=round(callbacks[0].seconds / 60, 2),
+                          curve=read_curve(log, config.episodes_per_epoch) if log.is_file() else None)
+    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command}, metrics=metrics,
+                   training=training, golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
 
 
 if __name__ == "__main__":

@@ -21,19 +21,18 @@ accuracy, AUC, TAR@FAR=1e-3) on same-character pairs and as many different-chara
 Interrupted runs resume from the last finished epoch when re-run (--fresh starts over).
 """
 
-import sys
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
 import zoo.data
-from zoo import backbones, evaluate
+from zoo import backbones, protocols
 from zoo.data.augment import characters
 from zoo.data.samplers import PairSampler
 from zoo.export import publish
 from zoo.methods.siamese import Siamese
-from zoo.recipe import embed, parse_config, print_metrics, recipe_command, fit_or_restore, training_callbacks, training_record
+from zoo.recipe import OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, embed, omniglot_few_shot, parse_config, print_metrics, train
 
 
 @dataclass
@@ -56,10 +55,13 @@ class Config:
 SMOKE = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 16, "filters": 8, "characters": 20,
          "verification_pairs": 500}
 
-
-def epoch_sync(sampler):
-    """A callback that keeps the sampler's epoch (its random draws) in step with fit's, also after a resume."""
-    return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: setattr(sampler, "epoch", epoch))
+CARD = {
+    "method": "Siamese", "protocol": "few_shot", "primary_metric": "lake_oneshot_runs",
+    "dataset": "Omniglot background (964 characters, 28x28)", "splits": OMNIGLOT_SPLITS,
+    "data_license": OMNIGLOT_LICENSE,
+    "anchor": "Koch et al. 2015: 92.0% on Lake's 20-way one-shot runs (105x105, affine distortions)",
+    "paper": "Hadsell, Chopra, LeCun 2006 (contrastive loss); Koch, Zemel, Salakhutdinov 2015 (Siamese one-shot)",
+}
 
 
 def with_rotations(images, labels, alphabets):
@@ -72,8 +74,7 @@ def with_rotations(images, labels, alphabets):
 
 
 def build(config):
-    """The compiled Siamese conv4 of `config`, its pair sampler over the background characters, and the
-    callbacks the sampler needs."""
+    """The compiled Siamese conv4 of `config`, its pair sampler over the background characters, no callbacks."""
     keras.utils.set_random_seed(config.seed)
     train = zoo.data.load("omniglot", "background")
     images, labels, alphabets = train["images"], train["labels"], train["alphabet"]
@@ -89,52 +90,24 @@ def build(config):
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * config.steps_per_epoch,
                                                       alpha=0.01)
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    return model, sampler, [epoch_sync(sampler)]
+    return model, sampler, []
 
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
     model, sampler, callbacks = build(config)
-    run = fit_or_restore(model, config, args, lambda: model.fit(
-        sampler, epochs=config.epochs, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
-        callbacks=training_callbacks(args.workdir, args.fresh) + callbacks))
-    images_seen = run.epochs * config.steps_per_epoch * 2 * config.batch_size  # the training process's share
-
-    # Held-out: Lake's one-shot runs and pair verification, both on the evaluation alphabets.
-    embedder = model.embedder
-    runs = zoo.data.omniglot_oneshot_runs(28)
-    run_images = np.concatenate([runs["train_images"], runs["test_images"]]).reshape(-1, 28, 28, 1)
-    n_runs, way = runs["answers"].shape
-
-    def oneshot(embed_fn):
-        e = embed_fn(np.asarray(run_images, np.float32)).reshape(2, n_runs, way, -1)  # (train|test, R, W, D)
-        return {"oneshot_accuracy": evaluate.oneshot_runs(e[0], e[1], runs["answers"])["accuracy"]}
-
-    evaluation = zoo.data.load("omniglot", "evaluation")
-    eval_images = np.asarray(evaluation["images"], np.float32)
-    a, b, same = evaluate.verification_pairs(evaluation["labels"], n_pairs=config.verification_pairs, seed=0)
-    eval_emb = embed(embedder, eval_images)
-    v = evaluate.verification(eval_emb[a], eval_emb[b], same, folds=10)
-    metrics = {**oneshot(lambda x: embed(embedder, x)),
-               "verification_accuracy": v["accuracy"], "verification_accuracy_std": v["accuracy_std"],
-               "auc": v["auc"], "eer": v["eer"], "tar_at_far_1e-3": v["tar_at_far"]["1e-03"],
-               "threshold": v["threshold"], "pairs": int(len(same)),
-               "few_shot_20way_1shot": evaluate.few_shot(eval_emb, evaluation["labels"], 20, 1, queries=5,
-                                                         episodes=1000, seed=0)["mean"]}
+    run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * 2 * config.batch_size,
+                callbacks=callbacks, shuffle=False, argv=argv)
+    # Held-out, on the evaluation alphabets: the few-shot protocol (Lake's runs among it) and pair verification.
+    metrics, test = omniglot_few_shot(model.embedder, seed=config.seed)
+    verification = protocols.verification(lambda x: embed(model.embedder, x), test, pairs=config.verification_pairs)
+    metrics = {**verification, **metrics}
     print_metrics(config.name, metrics)
-
-    return publish(
-        config.name, embedder, method="Siamese", dataset="Omniglot background (964 characters, 28x28)",
-        protocol="few_shot", splits={"train": "omniglot/background", "test": "omniglot/evaluation"},
-        metrics=metrics, primary_metric="oneshot_accuracy", threshold=metrics["threshold"],
-        anchor="Koch et al. 2015: 92.0% on Lake's 20-way one-shot runs (105x105, affine distortions)",
-        recipe=recipe_command(config.name, argv),
-        paper="Hadsell, Chopra, LeCun 2006 (contrastive loss); Koch, Zemel, Salakhutdinov 2015 (Siamese one-shot)",
-        data_license="Omniglot: MIT (Lake et al. 2015)",
-        training=training_record(config, run.seconds, images_seen, backend=run.backend, machine=run.machine,
-                                 steps=config.epochs * config.steps_per_epoch, seed=config.seed),
-        extras={"margin": config.margin, "preprocessing": "ink = 1 - x / 255 inside the graph"},
-        golden_inputs=run_images[:8], root=args.root)
+    extras = {"margin": config.margin, "preprocessing": "ink = 1 - x / 255 inside the graph"}
+    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command, "extras": extras},
+                   metrics=metrics, threshold=metrics["threshold"],
+                   training=run.record(config, steps=config.epochs * config.steps_per_epoch, seed=config.seed),
+                   golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
 
 
 if __name__ == "__main__":

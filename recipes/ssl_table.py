@@ -9,8 +9,8 @@ evaluation alphabets (659 characters, never trained on), nearest-prototype 5/20-
 recipes), Lake's 20 one-shot runs and leave-one-out retrieval recall@1. The floor is raw pixels:
 the 784 pixel values with ink bright (the encoders' input polarity), L2-normalised; beside it,
 conv4 with random weights (seed 0, never trained), so that what training adds over the
-architecture alone shows. Entries that are not published are left out. The table goes between the README's `ssl` markers; the rest of
-the file is kept.
+architecture alone shows. Entries that are not published are left out. The table goes between
+the README's `ssl` markers; the rest of the file is kept.
 """
 
 import argparse
@@ -21,7 +21,7 @@ import numpy as np
 
 import zoo.data
 from zoo.backbones import conv4, embedder_from
-from zoo import evaluate, registry
+from zoo import protocols, registry
 from zoo.recipe import REPO, embed
 
 ENTRIES = (  # (entry, what supervision it had)
@@ -31,7 +31,7 @@ ENTRIES = (  # (entry, what supervision it had)
     ("micle", "which images show one character"),
     ("protonet", "character labels"),
 )
-SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+SETTINGS = protocols.FEW_SHOT_SETTINGS
 START, END = "<!-- ssl:start -->", "<!-- ssl:end -->"
 HEADING = "## Self-supervised entries against protonet and raw pixels (Omniglot)"
 
@@ -43,15 +43,9 @@ def raw_pixels(images):
 
 
 def measure(embed_fn, data, runs, episodes):
-    """The protocol's numbers for one embedding function of (N, 28, 28, 1) images."""
-    x = embed_fn(data["images"])
-    row = {f"{w}way{s}shot": evaluate.few_shot(x, data["labels"], w, s, 15, episodes, seed=0) for w, s in SETTINGS}
-    shape = runs["train_images"].shape  # (R, 20, 28, 28, 1)
-    train, test = (embed_fn(runs[k].reshape(-1, *shape[2:])).reshape(*shape[:2], -1)
-                   for k in ("train_images", "test_images"))
-    row["lake_oneshot_runs"] = evaluate.oneshot_runs(train, test, runs["answers"])["accuracy"]
-    row["recall@1"] = evaluate.retrieval(x, data["labels"], ks=(1,))["recall@1"]
-    return row
+    """The few-shot protocol's numbers (`zoo.protocols.few_shot`) for one embedding function of (N, 28, 28, 1)
+    images."""
+    return protocols.few_shot(embed_fn, data, runs=runs, episodes=episodes)
 
 
 def table(root=None, episodes=1000, classes=0):

@@ -25,9 +25,9 @@ def root(tmp_path_factory):
     x = layers.Flatten()(layers.Rescaling(1.0 / 255.0)(images))
     model = keras.Model(images, layers.UnitNormalization()(layers.Dense(4)(x)))
     root = tmp_path_factory.mktemp("exports")
-    publish("tiny", model, method="Triplet", dataset="synthetic", splits={"test": "synthetic/test"},
-            metrics={"accuracy": 0.75}, primary_metric="accuracy", protocol="verification", recipe="pytest",
-            paper="none", data_license="none", threshold=THRESHOLD, int8=False, root=root)
+    card = dict(method="Triplet", dataset="synthetic", splits={"test": "synthetic/test"}, primary_metric="accuracy",
+                protocol="verification", recipe="pytest", paper="none", data_license="none")
+    publish("tiny", model, card=card, metrics={"accuracy": 0.75}, threshold=THRESHOLD, int8=False, root=root)
     return root
 
 

@@ -22,13 +22,14 @@ from zoo import registry
 from zoo.export import publish
 
 SHAPE = (16, 16, 1)
-CARD_ARGS = dict(method="Triplet", dataset="synthetic", splits={"train": "synthetic/train"},
-                 primary_metric="agreement", protocol="verification", recipe="python recipes/tiny.py",
-                 paper="Schroff et al. 2015", data_license="CC0-1.0", threshold=0.9, anchor="none", int8=False)
+CARD = dict(method="Triplet", dataset="synthetic", splits={"train": "synthetic/train"},
+            primary_metric="agreement", protocol="verification", recipe="python recipes/tiny.py",
+            paper="Schroff et al. 2015", data_license="CC0-1.0", anchor="none")
+CARD_ARGS = dict(card=CARD, threshold=0.9, int8=False)
 # An entry whose int8 is calibrated and gated on real held-out data: Omniglot, 28x28 grey, few-shot protocol.
 OMNIGLOT = (28, 28, 1)
-OMNIGLOT_ARGS = {**CARD_ARGS, "int8": True, "protocol": "few_shot", "primary_metric": "5way1shot",
-                 "splits": {"train": "omniglot/background", "test": "omniglot/evaluation"}}
+OMNIGLOT_ARGS = dict(card={**CARD, "protocol": "few_shot", "primary_metric": "5way1shot",
+                           "splits": {"train": "omniglot/background", "test": "omniglot/evaluation"}})
 
 
 def tiny_image_embedder(seed=0, shape=SHAPE):
@@ -105,7 +106,7 @@ def test_publish_writes_card_and_hashes_of_every_file(published):
     on_disk = snapshot(folder)
     assert on_disk.pop("card.json") == sha256(folder / "card.json")
     assert card.files == on_disk  # every other file, recursively, with its sha256
-    assert {"embedder.keras", "embedder.onnx", "golden.npz", "labels.txt",
+    assert {"embedder.keras", "embedder.onnx", "embedder.tflite", "golden.npz", "labels.txt",
             "saved_model/saved_model.pb"} <= set(on_disk)
     assert (folder / "labels.txt").read_text() == "a\nb\n"
     assert registry.Card.from_json(folder) == card
@@ -113,7 +114,7 @@ def test_publish_writes_card_and_hashes_of_every_file(published):
     assert card.metrics == {"agreement": 1.0, "auc": 0.5} and card.training == {"steps": 3}
     assert card.towers == {"embedder": {"input": "images", "shape": [16, 16, 1], "dtype": "float32",
                                         "onnx": "embedder.onnx", "keras": "embedder.keras",
-                                        "saved_model": "saved_model"}}
+                                        "saved_model": "saved_model", "tflite": "embedder.tflite"}}
     assert datetime.fromisoformat(card.created).utcoffset() == timedelta(0)
 
 
@@ -191,7 +192,7 @@ def test_int8_kept_with_the_gate_measured_on_this_cpu(omniglot_entry):
 
 def test_int8_dropped_when_the_gate_fails(tmp_path, monkeypatch):
     model = pixel_projection()
-    monkeypatch.setattr(zoo.export, "INT8_MIN_COSINE", 1.5)  # no graph reaches it
+    monkeypatch.setattr(zoo.export.int8, "INT8_MIN_COSINE", 1.5)  # no graph reaches it
     card = publish("omni", model, metrics={"5way1shot": 0.5}, root=tmp_path, **OMNIGLOT_ARGS)
     assert card.int8["kept"] is False and card.int8["file"] is None and card.int8["validated_on"] == []
     assert [t["scheme"] for t in card.int8["tried"]] == list(zoo.export.INT8_SCHEME_ORDER)
@@ -253,11 +254,13 @@ def test_two_towers(tmp_path):
     image_model, text_model = tiny_image_embedder(), tiny_text_embedder()
     tokens = np.random.default_rng(2).integers(0, 50, (5, 6)).astype(np.int32)
     card = publish("duo", {"image_encoder": image_model, "text_encoder": text_model}, metrics={"agreement": 0.0},
-                   golden_inputs={"text_encoder": tokens}, root=tmp_path, **{**CARD_ARGS, "protocol": "zero_shot"})
+                   golden_inputs={"text_encoder": tokens}, root=tmp_path,
+                   **{**CARD_ARGS, "card": {**CARD, "protocol": "zero_shot"}})
     folder = tmp_path / "duo"
     assert card.towers["text_encoder"] == {"input": "token_ids", "shape": [6], "dtype": "int32",
                                            "onnx": "text_encoder.onnx", "keras": "text_encoder.keras",
-                                           "saved_model": "text_encoder_saved_model"}
+                                           "saved_model": "text_encoder_saved_model",
+                                           "tflite": "text_encoder.tflite"}
     assert card.towers["image_encoder"]["saved_model"] == "saved_model"
     assert (folder / "text_encoder_saved_model" / "saved_model.pb").is_file()
     assert card.int8 is None and not (folder / "image_encoder.int8.onnx").exists()
@@ -284,7 +287,7 @@ def test_failed_publish_keeps_old_entry_and_republish_replaces_it(published, tmp
     def broken(serve):
         raise RuntimeError("injected ONNX failure")
 
-    monkeypatch.setattr(zoo.export, "_to_onnx", broken)
+    monkeypatch.setattr(zoo.export.onnx_graph, "to_onnx", broken)
     with pytest.raises(RuntimeError, match="injected ONNX failure"):
         publish("tiny", model, metrics={"agreement": 0.5}, root=tmp_path, **CARD_ARGS)
     assert snapshot(tmp_path / "tiny") == before
@@ -308,6 +311,8 @@ def test_publish_rejects_bad_input_before_writing(tmp_path):
         (dict(towers=not_normalised), "L2-normalised"),
         (dict(towers=good, metrics={"auc": 1.0}), "primary_metric 'agreement' is not a key"),
         (dict(towers=good, int8=True), r"splits\['train'\] = 'synthetic/train'"),
+        (dict(towers=good, card={**CARD, "owner": "me"}), r"unknown \['owner'\]"),
+        (dict(towers=good, card={k: v for k, v in CARD.items() if k != "paper"}), r"missing \['paper'\]"),
         (dict(towers=good, golden_inputs=images(2)[:, :8]), r"golden_inputs\['embedder'\] must have shape"),
         (dict(towers={"image_encoder": good, "text_encoder": tiny_text_embedder()}), "is required"),
         (dict(towers={"text_encoder": tiny_text_embedder(), "image_encoder": good}), "must take 'images'"),
@@ -323,7 +328,7 @@ def test_publish_rejects_bad_input_before_writing(tmp_path):
 def test_reexport_recomputes_int8_and_hashes_and_keeps_the_rest(omniglot_entry, tmp_path, monkeypatch):
     root, model, card = omniglot_entry
     shutil.copytree(root / "omni", tmp_path / "omni")
-    monkeypatch.setattr(zoo.export, "INT8_MIN_COSINE", 1.5)  # an exporter change: this int8 now fails the gate
+    monkeypatch.setattr(zoo.export.int8, "INT8_MIN_COSINE", 1.5)  # an exporter change: this int8 now fails the gate
     again = zoo.export.reexport("omni", root=tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["omni"] and again == registry.info("omni", root=tmp_path)
     registry.verify_files(tmp_path / "omni", again)

@@ -1,10 +1,8 @@
-"""zoo.losses against naive numpy loops written from each paper's definition.
+"""zoo.losses against naive numpy loops written from each paper's definition (tests/references.py).
 
 Runs on every backend (no tensorflow import at module level). The references compute in
 float64 with explicit loops over pairs and triplets; the library sorts and masks instead.
 """
-
-import itertools
 
 import keras
 import numpy as np
@@ -13,147 +11,23 @@ from keras import ops
 
 from zoo import losses
 
+from references import (
+    numeric_grad,
+    ref_active_fraction,
+    ref_barlow_twins,
+    ref_batch_all,
+    ref_batch_hard,
+    ref_clip,
+    ref_contrastive,
+    ref_hard_cluster,
+    ref_nt_xent,
+    ref_prototypical,
+    ref_semi_hard,
+)
+
 pytestmark = pytest.mark.multibackend
 
 RTOL = ATOL = 1e-5
-
-
-# ---------------------------------------------------------------- naive references (float64)
-
-
-def ref_distances(x, squared):
-    x = np.asarray(x, np.float64)
-    n = len(x)
-    d = np.zeros((n, n))
-    for i in range(n):
-        for j in range(n):
-            d[i, j] = np.sum((x[i] - x[j]) ** 2)
-    return d if squared else np.sqrt(d)
-
-
-def ref_contrastive(same, distance, margin):
-    terms = [s * d**2 + (1 - s) * max(0.0, margin - d) ** 2 for s, d in zip(same, distance)]
-    return np.mean(terms)
-
-
-def ref_triplets(labels, x, margin, squared):
-    """Every valid (a, p, n) term of Hermans et al.: (positive terms, number of valid triplets)."""
-    d = ref_distances(x, squared)
-    n = len(labels)
-    positive_terms, valid = [], 0
-    for a, p, neg in itertools.product(range(n), repeat=3):
-        if p != a and labels[p] == labels[a] and labels[neg] != labels[a]:
-            valid += 1
-            term = margin + d[a, p] - d[a, neg]
-            if term > 0:
-                positive_terms.append(term)
-    return positive_terms, valid
-
-
-def ref_batch_all(labels, x, margin, squared):
-    terms, _ = ref_triplets(labels, x, margin, squared)
-    return np.mean(terms) if terms else 0.0
-
-
-def ref_active_fraction(labels, x, margin, squared):
-    terms, valid = ref_triplets(labels, x, margin, squared)
-    return len(terms) / valid if valid else 0.0
-
-
-def ref_batch_hard(labels, x, margin, squared):
-    d = ref_distances(x, squared)
-    n = len(labels)
-    terms = []
-    for a in range(n):
-        pos = [d[a, p] for p in range(n) if p != a and labels[p] == labels[a]]
-        neg = [d[a, k] for k in range(n) if labels[k] != labels[a]]
-        if pos and neg:
-            terms.append(max(0.0, margin + max(pos) - min(neg)))
-    return np.mean(terms) if terms else 0.0
-
-
-def ref_semi_hard(labels, x, margin, squared):
-    d = ref_distances(x, squared)
-    n = len(labels)
-    terms = []
-    for a in range(n):
-        neg = [d[a, k] for k in range(n) if labels[k] != labels[a]]
-        if not neg:
-            continue
-        for p in range(n):
-            if p == a or labels[p] != labels[a]:
-                continue
-            farther = [v for v in neg if v > d[a, p]]
-            chosen = min(farther) if farther else max(neg)
-            terms.append(max(0.0, margin + d[a, p] - chosen))
-    return np.mean(terms) if terms else 0.0
-
-
-def ref_hard_cluster(labels, x, margin):
-    x = np.asarray(x, np.float64)
-    classes = sorted(set(labels.tolist()))
-    centroid = {c: x[labels == c].mean(axis=0) for c in classes}
-    terms = []
-    for c in classes:
-        others = [k for k in classes if k != c]
-        if not others:
-            continue
-        intra = max(np.sum((m - centroid[c]) ** 2) for m in x[labels == c])
-        inter = min(np.sum((centroid[c] - centroid[k]) ** 2) for k in others)
-        terms.append(max(0.0, intra - inter + margin))
-    return np.mean(terms) if terms else 0.0
-
-
-def ref_nt_xent(z_a, z_b, temperature):
-    z = np.concatenate([z_a, z_b]).astype(np.float64)
-    z = z / np.linalg.norm(z, axis=1, keepdims=True)
-    n2 = len(z)
-    total = 0.0
-    for i in range(n2):
-        twin = (i + n2 // 2) % n2
-        denominator = sum(np.exp(z[i] @ z[k] / temperature) for k in range(n2) if k != i)
-        total += -np.log(np.exp(z[i] @ z[twin] / temperature) / denominator)
-    return total / n2
-
-
-def ref_barlow_twins(z_a, z_b, lambd):
-    def standardise(z):
-        z = np.asarray(z, np.float64)
-        return (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)  # biased variance, as BatchNorm1d
-
-    a, b = standardise(z_a), standardise(z_b)
-    n, dim = a.shape
-    loss = 0.0
-    for i in range(dim):
-        for j in range(dim):
-            c_ij = sum(a[k, i] * b[k, j] for k in range(n)) / n
-            loss += (1 - c_ij) ** 2 if i == j else lambd * c_ij**2
-    return loss
-
-
-def ref_prototypical(support, query):
-    support, query = np.asarray(support, np.float64), np.asarray(query, np.float64)
-    prototypes = support.mean(axis=1)
-    n_way, n_query = query.shape[:2]
-    total, correct = 0.0, 0
-    for i in range(n_way):
-        for q in range(n_query):
-            logits = np.array([-np.sum((query[i, q] - c) ** 2) for c in prototypes])
-            total += -(logits[i] - np.log(np.sum(np.exp(logits - logits.max()))) - logits.max())
-            correct += int(np.argmax(logits) == i)
-    return total / (n_way * n_query), correct / (n_way * n_query)
-
-
-def ref_clip(images, texts, logit_scale):
-    images = np.asarray(images, np.float64)
-    texts = np.asarray(texts, np.float64)
-    images = images / np.linalg.norm(images, axis=1, keepdims=True)
-    texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
-    n = len(images)
-    logits = np.array([[logit_scale * images[i] @ texts[j] for j in range(n)] for i in range(n)])
-    rows = np.mean([-logits[i, i] + np.log(np.sum(np.exp(logits[i]))) for i in range(n)])
-    cols = np.mean([-logits[j, j] + np.log(np.sum(np.exp(logits[:, j]))) for j in range(n)])
-    return (rows + cols) / 2
 
 
 # ---------------------------------------------------------------- batches
@@ -227,26 +101,7 @@ def label_loss_value(loss, labels, x, margin, **static):
     return as_float(_JITTED[key](labels, x, margin))
 
 
-# ---------------------------------------------------------------- gradients, backend by backend
-
-
-def value_and_grad(fn, x):
-    """(fn(x), d fn / d x) as numpy, with the current backend's autodiff."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = fn(x)
-        return y.numpy(), tape.gradient(y, x).numpy()
-    if backend == "jax":
-        import jax
-
-        y, g = jax.value_and_grad(fn)(jax.numpy.asarray(x))
-        return np.asarray(y), np.asarray(g)
-    pytest.skip(f"no gradient helper for backend {backend}")
+# ---------------------------------------------------------------- compilation, backend by backend
 
 
 def compiled(fn):
@@ -261,17 +116,6 @@ def compiled(fn):
 
         return jax.jit(fn)
     pytest.skip(f"no compiler for backend {backend}")
-
-
-def numeric_grad(fn, x, eps=1e-4):
-    """Central differences of a float64 numpy function."""
-    x = np.asarray(x, np.float64)
-    grad = np.zeros_like(x)
-    for index in np.ndindex(x.shape):
-        step = np.zeros_like(x)
-        step[index] = eps
-        grad[index] = (fn(x + step) - fn(x - step)) / (2 * eps)
-    return grad
 
 
 # ---------------------------------------------------------------- values vs references
@@ -395,7 +239,7 @@ LABEL_LOSSES = ["triplet_batch_all", "triplet_batch_hard", "triplet_semi_hard", 
 
 
 @pytest.mark.parametrize("name", LABEL_LOSSES)
-def test_label_loss_gradients_finite_on_edge_cases(name):
+def test_label_loss_gradients_finite_on_edge_cases(name, value_and_grad):
     loss = getattr(losses, name)
     cases = [make_batch(layout, 12, 0) for layout in LAYOUTS]
     labels = np.arange(12, dtype=np.int32) % 3
@@ -409,7 +253,7 @@ def test_label_loss_gradients_finite_on_edge_cases(name):
 
 
 @pytest.mark.parametrize("name", LABEL_LOSSES)
-def test_label_loss_gradients_match_finite_differences(name):
+def test_label_loss_gradients_match_finite_differences(name, value_and_grad):
     # Generic points (no ties, no kink within eps), so the loss is differentiable there.
     rng = np.random.default_rng(8)
     labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 3], np.int32)
@@ -424,7 +268,7 @@ def test_label_loss_gradients_match_finite_differences(name):
 
 
 @pytest.mark.parametrize("name", ["nt_xent", "barlow_twins", "clip"])
-def test_two_view_gradients_match_finite_differences(name):
+def test_two_view_gradients_match_finite_differences(name, value_and_grad):
     rng = np.random.default_rng(9)
     z_a, z_b = rng.normal(size=(2, 6, 8)).astype(np.float32)
     fn = {
@@ -441,7 +285,7 @@ def test_two_view_gradients_match_finite_differences(name):
     np.testing.assert_allclose(grad, numeric_grad(reference, z_a), rtol=2e-3, atol=1e-4)
 
 
-def test_prototypical_gradient_finite_with_query_on_prototype():
+def test_prototypical_gradient_finite_with_query_on_prototype(value_and_grad):
     support = np.zeros((3, 2, 8), np.float32)
     support[1] += 1.0
     query = np.zeros((3, 2, 8), np.float32)  # class 0 queries sit exactly on their prototype

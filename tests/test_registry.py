@@ -178,9 +178,9 @@ def published(tmp_path_factory):
     x = keras.layers.Dense(5)(x)
     model = keras.Model(images, keras.layers.UnitNormalization()(x))
     root = tmp_path_factory.mktemp("exports")
-    publish("tiny", model, method="Triplet", dataset="synthetic", splits={}, metrics={"accuracy": 0.5},
-            primary_metric="accuracy", protocol="verification", recipe="-", paper="-", data_license="CC0-1.0",
-            int8=False, root=root)
+    card = dict(method="Triplet", dataset="synthetic", splits={}, primary_metric="accuracy", protocol="verification",
+                recipe="-", paper="-", data_license="CC0-1.0")
+    publish("tiny", model, card=card, metrics={"accuracy": 0.5}, int8=False, root=root)
     return root, model
 
 

@@ -53,16 +53,16 @@ def _text_tower(seed):
     return keras.Model(tokens, layers.UnitNormalization()(x), name="text_encoder")
 
 
-_COMMON = dict(
+_CARD = dict(
     dataset="synthetic",
     splits={"train": "synthetic/train", "test": "synthetic/test"},
-    metrics={"accuracy": 0.5},
     primary_metric="accuracy",
     recipe="pytest",
     paper="none",
     data_license="none",
-    int8=False,  # the runtime's int8 guard is tested on a published entry's copy
 )
+# The runtime's int8 guard is tested on a published entry's copy.
+_COMMON = dict(metrics={"accuracy": 0.5}, int8=False)
 
 
 @pytest.fixture(scope="session")
@@ -72,12 +72,13 @@ def zoo_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("exports")
     embedder = _image_tower(0)
-    publish("tiny", {"embedder": embedder}, method="Triplet", protocol="verification",
+    publish("tiny", {"embedder": embedder}, card={**_CARD, "method": "Triplet", "protocol": "verification"},
             threshold=THRESHOLD, root=root, **_COMMON)
     image, text = _image_tower(1, "image_encoder"), _text_tower(2)
-    publish("tiny_clip", {"image_encoder": image, "text_encoder": text}, method="CLIP",
-            protocol="zero_shot", root=root, golden_inputs={"text_encoder": Tokenizer(CONTEXT).encode(["a cat", ""])},
-            extras={"context_length": CONTEXT, "logit_scale": LOGIT_SCALE, "tokenizer": "byte"}, **_COMMON)
+    extras = {"context_length": CONTEXT, "logit_scale": LOGIT_SCALE, "tokenizer": "byte"}
+    publish("tiny_clip", {"image_encoder": image, "text_encoder": text},
+            card={**_CARD, "method": "CLIP", "protocol": "zero_shot", "extras": extras}, root=root,
+            golden_inputs={"text_encoder": Tokenizer(CONTEXT).encode(["a cat", ""])}, **_COMMON)
     return {"root": root, "embedder": embedder, "image": image, "text": text}
 
 

@@ -1,4 +1,5 @@
-"""What every recipe shares: a Config from the command line, resumable fit(), timing, embedding in batches."""
+"""What every recipe shares: a Config from the command line, the one training path (`train`: resumable fit(),
+--train-only / --trained), timing, embedding in batches, the Omniglot held-out split."""
 
 import argparse
 import dataclasses
@@ -27,7 +28,8 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
         `train_only` and `trained`.
     """
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--smoke", action="store_true", help="a few steps on a small slice (tests)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="a few steps on a small slice, published without int8 (tests; seconds)")
     parser.add_argument("--root", default=None, help="exports folder to publish into (default: exports/)")
     parser.add_argument("--workdir", default=None, help="checkpoints and logs (default: runs/<name>[-smoke])")
     parser.add_argument("--fresh", action="store_true", help="ignore an interrupted run's backup and start over")
@@ -35,8 +37,8 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
                         help="train, save the weights into the workdir and stop (e.g. on a GPU machine without "
                              "TensorFlow); publish later with --trained")
     parser.add_argument("--trained", default=None, metavar="DIR",
-                        help="skip training: load the weights a --train-only run saved in DIR, then evaluate "
-                             "and publish")
+                        help="skip training: load the weights a --train-only run saved in DIR (or those of a "
+                             "published entry's folder, e.g. exports/NAME), then evaluate and publish")
     for field in dataclasses.fields(config_cls):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
                             type=_parser_type(field.default), help=f"default {field.default!r}")
@@ -122,54 +124,73 @@ def machine_description():
     return f"{os.cpu_count()} CPU cores"
 
 
-def training_record(config, seconds, images_seen, *, backend=None, machine=None, **extra):
-    """The card's `training` field: config, backend, machine, minutes and images/s of a run.
-
-    `backend` and `machine` default to this process's; a run restored with --trained passes the
-    training run's (`TrainingRun.backend`, `TrainingRun.machine`).
-    """
-    import keras
-
-    return {"config": dataclasses.asdict(config), "backend": backend or keras.backend.backend(),
-            "minutes": round(seconds / 60, 2), "images_per_s": round(images_seen / max(seconds, 1e-9), 1),
-            "machine": machine or machine_description(), **extra}
-
-
 @dataclasses.dataclass
 class TrainingRun:
-    """What `fit_or_restore` reports: wall-clock seconds and epochs of fit(), and where it ran."""
+    """What `train` reports: wall-clock seconds, epochs and images of fit() (this process's share of a resumed
+    run, or the --train-only run's), where it ran, its last loss, and the command that reproduces it."""
 
     seconds: float
     epochs: int
+    images: int
     backend: str
     machine: str
+    final_loss: float | None
+    command: str
+    published: dict | None = None  # the card of the entry whose weights were restored (--trained exports/NAME)
+
+    def record(self, config, **extra) -> dict:
+        """The card's `training` field: config, backend, machine, minutes, images/s, epochs, final loss and
+        `extra`; for weights restored from a published entry, that entry's record as it was (it describes
+        the run that trained them) and where it was republished from."""
+        if self.published is not None:
+            return {**self.published["training"], "republished_from": {
+                "entry": self.published["name"], "created": self.published["created"],
+                "sha256": self.published["files"][next(iter(self.published["towers"].values()))["keras"]]}}
+        record = {"config": dataclasses.asdict(config), "backend": self.backend, "machine": self.machine,
+                  "minutes": round(self.seconds / 60, 2),
+                  "images_per_s": round(self.images / max(self.seconds, 1e-9), 1),
+                  "epochs": self.epochs}
+        if self.final_loss is not None:
+            record["final_loss"] = self.final_loss
+        return {**record, **extra}
 
 
 TRAINED_WEIGHTS, TRAINED_RECORD = "trained.weights.h5", "trained.json"
 
 
-def fit_or_restore(model, config, args, fit):
-    """Train `model` with `fit()`, or restore the weights of an earlier `--train-only` run.
+def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=None, argv=None,
+          **fit_kwargs) -> TrainingRun:
+    """The one training path of every recipe: `model.fit(data)`, resumable, or the weights of an earlier run.
 
-    After training, the weights and a record (config, seconds, epochs, backend, machine, sha256 of
-    the weights) are written atomically into `args.workdir`; with `--train-only` the process then
-    exits, and `--trained DIR` later loads them, checked against the record, in place of training.
-    This splits a run across machines: train on a GPU machine (any backend), publish where
-    TensorFlow is installed.
+    - Fresh or resumed: `model.fit(data, epochs=config.epochs)` with BackupAndRestore and a CSV log in
+      `args.workdir` (a killed run continues from its last finished epoch; `--fresh` starts over), and, when
+      `data` is a sampler with an `epoch`, a callback keeping its epoch (its random draws) in step with fit's.
+      Then the weights and a record (config, seconds, epochs, images, backend, machine, final loss, sha256 of
+      the weights) are written atomically into the workdir; with `--train-only` the process exits there.
+    - `--trained DIR`: no training; the weights of that run are checked against its record (sha256, config)
+      and loaded, and the record is reported. This splits a run across machines: train on any backend
+      (a GPU box with JAX and no TensorFlow), publish elsewhere. DIR may also be a published entry's
+      folder (`--trained exports/NAME`): its towers' weights (sha256-checked, trained with this config)
+      are loaded into `towers`, to evaluate and publish them again with today's protocols and exporters.
 
     Args:
-        model: keras.Model. Built, so that its weights can be loaded.
-        config: dataclass. The recipe's config; a restored run must have been trained with the same.
+        model: keras.Model. Compiled; built by the recipe's `build(config)`.
+        data: the training data of `fit` (a sampler, or a tuple of arrays with `batch_size` in fit_kwargs).
+        config: dataclass. The recipe's config; `config.epochs` epochs; a --trained run must have the same.
         args: namespace from `parse_config`.
-        fit: callable () -> keras History. Runs model.fit.
-
-    Returns:
-        TrainingRun.
+        images_per_epoch: int. Images one epoch shows the model (for images/s).
+        callbacks: sequence. More Keras callbacks (e.g. a sampler refresh), called before the log's.
+        towers: dict | None. role -> the keras.Model the recipe publishes (default {"embedder": model.embedder}).
+        argv: list | None. The recipe's command line, for the card's `recipe` command.
+        fit_kwargs: more arguments of `fit` (batch_size, shuffle, ...).
     """
     import hashlib
 
     import keras
 
+    command = recipe_command(config.name, argv)
+    if args.trained and (Path(args.trained) / "card.json").is_file():
+        return _restore_entry(Path(args.trained), model, config, towers)
     if args.trained:
         folder = Path(args.trained)
         weights, record_path = folder / TRAINED_WEIGHTS, folder / TRAINED_RECORD
@@ -186,26 +207,126 @@ def fit_or_restore(model, config, args, fit):
         model.load_weights(str(weights))
         print(f"[{config.name}] restored the weights trained in {record['seconds'] / 60:.2f} min on "
               f"{record['machine']} ({record['backend']}) from {folder}")
-        return TrainingRun(record["seconds"], record["epochs"], record["backend"], record["machine"])
+        return TrainingRun(record["seconds"], record["epochs"],
+                           record.get("images", record["epochs"] * int(images_per_epoch)), record["backend"],
+                           record["machine"], record.get("final_loss"), command)
 
+    callbacks = list(callbacks) + training_callbacks(args.workdir, args.fresh)
+    if hasattr(data, "epoch"):
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs=None: setattr(data, "epoch", epoch)))
+    fit_kwargs.setdefault("verbose", 1 if sys.stdout.isatty() else 2)
     with Stopwatch() as clock:
-        history = fit()
-    run = TrainingRun(clock.seconds, len(history.epoch), keras.backend.backend(), machine_description())
+        history = model.fit(data, epochs=config.epochs, callbacks=callbacks, **fit_kwargs)
+    losses = history.history.get("loss") or [None]
+    run = TrainingRun(clock.seconds, len(history.epoch), len(history.epoch) * int(images_per_epoch),
+                      keras.backend.backend(), machine_description(),
+                      None if losses[-1] is None else float(losses[-1]), command)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     partial = workdir / ("partial-" + TRAINED_WEIGHTS)
     model.save_weights(str(partial))
     record = {"config": dataclasses.asdict(config), "seconds": run.seconds, "epochs": run.epochs,
-              "backend": run.backend, "machine": run.machine,
+              "images": run.images, "backend": run.backend, "machine": run.machine, "final_loss": run.final_loss,
               "sha256": hashlib.sha256(partial.read_bytes()).hexdigest()}
     os.replace(partial, workdir / TRAINED_WEIGHTS)
     (workdir / ("partial-" + TRAINED_RECORD)).write_text(json.dumps(record, indent=2))
     os.replace(workdir / ("partial-" + TRAINED_RECORD), workdir / TRAINED_RECORD)
     if args.train_only:
         print(f"[{config.name}] trained in {run.seconds / 60:.2f} min on {run.machine}; weights in {workdir}. "
-              f"Publish with: {recipe_command(config.name)} --trained {workdir}")
+              f"Publish with: {command} --trained {workdir}")
         sys.exit(0)
     return run
+
+
+def _restore_entry(folder, model, config, towers) -> TrainingRun:
+    """Load a published entry's tower weights into the recipe's towers (see `train`)."""
+    import keras
+
+    from zoo.registry import Card, import_custom_layers, verify_files
+
+    card = Card.from_json(folder)
+    verify_files(folder, card)
+    trained_with = card.training.get("config")
+    if trained_with != dataclasses.asdict(config):
+        raise ValueError(f"--trained {folder}: the entry was trained with config {trained_with}, "
+                         f"not this run's {dataclasses.asdict(config)}: pass the options of its card's recipe "
+                         f"({card.recipe})")
+    towers = towers or {"embedder": model.embedder}
+    if set(towers) != set(card.towers):
+        raise ValueError(f"--trained {folder}: the entry has towers {list(card.towers)}, this recipe {list(towers)}")
+    import_custom_layers()
+    for role, tower in towers.items():
+        published = keras.saving.load_model(folder / card.towers[role]["keras"], compile=False, safe_mode=True)
+        tower.set_weights(published.get_weights())
+    print(f"[{config.name}] restored the weights of the published entry {card.name} ({card.created}) from {folder}")
+    training = card.training
+    return TrainingRun(60.0 * training.get("minutes", 0.0), training.get("epochs", config.epochs),
+                       0, training.get("backend", "?"), training.get("machine", "?"), training.get("final_loss"),
+                       card.recipe, published=card.to_dict())
+
+
+def subset(data, rows=0, classes=0, seed=0):
+    """Images and labels of `rows` seeded-random images or of `classes` seeded-random classes (0: all)."""
+    images, labels = data["images"], data["labels"]
+    rng = np.random.default_rng(seed)
+    if rows:
+        if rows > len(images):
+            raise ValueError(f"asked for {rows} images, the split has {len(images)}")
+        keep = np.sort(rng.choice(len(images), rows, replace=False))
+        return images[keep], labels[keep]
+    if classes:
+        names = np.unique(labels)
+        if classes > len(names):
+            raise ValueError(f"asked for {classes} classes, the split has {len(names)}")
+        keep = np.isin(labels, rng.choice(names, classes, replace=False))
+        return images[keep], labels[keep]
+    return images, labels
+
+
+OMNIGLOT_SPLITS = {"train": "omniglot/background", "test": "omniglot/evaluation"}
+OMNIGLOT_LICENSE = "MIT (Omniglot, Lake et al. 2015, github.com/brendenlake/omniglot)"
+
+
+def omniglot_few_shot(embedder, *, classes=0, episodes=1000, queries=15, seed=0, size=28) -> tuple[dict, dict]:
+    """The few-shot protocol (`zoo.protocols.few_shot`) of a Keras embedder on the Omniglot evaluation
+    alphabets (`classes` seeded-random characters of them, 0: all 659) with Lake's runs: (metrics, the data)."""
+    import zoo.data
+    from zoo import protocols
+
+    images, labels = subset(zoo.data.load("omniglot", "evaluation", size=size), classes=classes, seed=seed)
+    data = {"images": np.asarray(images, np.float32), "labels": labels}
+    metrics = protocols.few_shot(lambda x: embed(embedder, x), data, runs=zoo.data.omniglot_oneshot_runs(size=size),
+                                 queries=queries, episodes=episodes, seed=seed)
+    return metrics, data
+
+
+LFW_SPLITS = {"train": "lfw/train", "test": "lfw/test"}
+LFW_LICENSE = "LFW: no license stated; research use (cite Huang et al. 2007)"
+LFW_DATASET = "LFW, people with >= 10 photos (48x48 RGB), train identities"
+
+
+def lfw_splits(identities=0) -> tuple[dict, dict]:
+    """LFW train (labels remapped to 0..C-1; the first `identities` of them, 0: all) and test identities."""
+    import zoo.data
+
+    train, test = zoo.data.load("lfw", "train"), zoo.data.load("lfw", "test")
+    _, labels = np.unique(train["labels"], return_inverse=True)  # global identity ids -> 0..C-1
+    keep = labels < identities if identities else slice(None)
+    return {"images": train["images"][keep], "labels": labels[keep]}, test
+
+
+def face_resnet(widths, embedding_dim):
+    """The small ResNet of the LFW entries (48x48 RGB), its last layer a linear map to `embedding_dim`.
+
+    Args:
+        widths: str. stage widths, e.g. "16-32-64-128".
+        embedding_dim: int. D.
+    """
+    from zoo import backbones
+
+    return backbones.small_resnet((48, 48, 3), widths=tuple(int(w) for w in widths.split("-")),
+                                  output_dim=embedding_dim, name="face_encoder")
 
 
 def recipe_command(name, argv=None):

@@ -47,7 +47,8 @@ class Card:
         data_license: str. license of the training data.
         created: str. ISO-8601 UTC time of publication.
         training: dict. how it was trained (steps, epochs, minutes, backend, seed, ...).
-        towers: dict. role -> {"input", "shape", "dtype", "onnx", "keras", "saved_model"}; the first is the image tower.
+        towers: dict. role -> {"input", "shape", "dtype", and its file in each format: "keras", "saved_model", "onnx",
+            "tflite" (since LiteRT)}; the first is the image tower.
         int8: dict | None. the int8 gate, or None if not tried: {"fp32", "int8" (the gate metric of each graph),
             "kept", "calibration_images", ...}; cards since the int8 gate also record "file", "metric",
             "golden_min_cosine", "scheme", "cpu" and "validated_on" (the CPU classes of `zoo.runtime.int8_cpu_class`

@@ -1,9 +1,9 @@
 """`zoo report`: re-evaluate every published entry from its ONNX file and write report/index.html.
 
-For each entry in the zoo root: load `embedder.onnx` with zoo.runtime, run the held-out protocol
-named by its card (verification on LFW test identities, few-shot on the Omniglot evaluation
-alphabets, zero-shot on the emoji test split), check ONNX against Keras on the golden inputs,
-time batch-1 inference, then print one leaderboard and write an HTML page with plots.
+For each entry in the zoo root: load `embedder.onnx` with zoo.runtime, run the held-out protocol its
+card names through `zoo.protocols` (the same functions the recipes' numbers come from), check ONNX
+against Keras on the golden inputs, time batch-1 inference, then print one leaderboard and write an
+HTML page with plots.
 """
 
 from __future__ import annotations
@@ -16,45 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo import evaluate, registry
+from zoo import evaluate, protocols, registry
 from zoo.runtime import OnnxCLIP, OnnxEmbedder
 
-FEW_SHOT_SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))  # (way, shot), Vinyals et al. 2016 / Snell et al. 2017
-FEW_SHOT_QUERIES = 15
-EPISODES = 600
+FEW_SHOT_SETTINGS = protocols.FEW_SHOT_SETTINGS
+EPISODES = protocols.FEW_SHOT_EPISODES
 QUICK_EPISODES = 100
 QUICK_CHARACTERS = 100  # Omniglot evaluation characters kept by --quick (of 659)
 QUICK_LFW_PAIRS = 1000  # same-identity pairs kept by --quick (as many different ones are drawn)
 LATENCY_REPEATS = 50
-# Test split of each protocol when the card's splits["test"] is not a "dataset/split" name.
-DEFAULT_TEST_SPLIT = {
-    "verification": "lfw/test",
-    "few_shot": "omniglot/evaluation",
-    "self_supervised": "omniglot/evaluation",
-    "zero_shot": "emoji/test",
-}
-DEFAULT_TEMPLATES = ("{}", "an emoji of {}")
-
-
-def _test_split(card) -> tuple[str, str]:
-    spec = card.splits.get("test")
-    if not (isinstance(spec, str) and spec.count("/") == 1):
-        spec = DEFAULT_TEST_SPLIT[card.protocol]
-    name, split = spec.split("/")
-    return name, split
-
-
-def _load_test_data(card) -> dict:
-    """The entry's held-out split, at the entry's input size (Omniglot comes in 28 and 105)."""
-    import zoo.data
-
-    name, split = _test_split(card)
-    h, w, c = card.input_shape
-    data = zoo.data.load(name, split, size=h if name == "omniglot" else None)
-    if data["images"].shape[1:] != (h, w, c):
-        raise ValueError(f"{card.name}: test images of {name}/{split} are {data['images'].shape[1:]}, "
-                         f"the embedder expects {(h, w, c)}")
-    return data
 
 
 def _subsample_classes(data, n_classes, seed=0) -> dict:
@@ -66,84 +36,41 @@ def _subsample_classes(data, n_classes, seed=0) -> dict:
     return {"images": data["images"][keep], "labels": data["labels"][keep]}
 
 
-# --- protocols: each returns (metrics dict, headline (name, value), plot data) ---------------
+def evaluate_held_out(embedder, card, quick=False):
+    """The card's protocol (`zoo.protocols.held_out`) through onnxruntime: (metrics, plot data).
+
+    Args:
+        embedder: OnnxEmbedder. the entry's image tower.
+        card: Card. its card: the protocol and held-out split are named there.
+        quick: bool. fewer episodes, characters and pairs (the card's numbers need the full protocol).
+    """
+    data = dict(protocols.test_data(card))
+    options = {}
+    if quick and card.protocol in ("few_shot", "self_supervised"):
+        data.update(_subsample_classes(data, QUICK_CHARACTERS))
+        options["episodes"] = QUICK_EPISODES
+    elif quick and card.protocol == "verification":
+        options["pairs"] = QUICK_LFW_PAIRS
+    data["images"] = np.asarray(data["images"], np.float32)
+    x = embedder.embed(data["images"])  # (N, D), embedded once for the metrics and the plots
+    embed_fn = lambda images: x if images is data["images"] else embedder.embed(images)  # noqa: E731
+    embed_text = None
+    if card.protocol == "zero_shot":
+        embed_text = OnnxCLIP(registry.exports_dir() / card.name).encode_text
+    metrics = protocols.held_out(card, embed_fn, embed_text, data=data, **options)
+    plot = {"embeddings": x, "labels": data["labels"], "images": data["images"]}
+    if card.protocol == "verification":
+        a, b, same = evaluate.verification_pairs(data["labels"], options.get("pairs"), seed=0)
+        plot["roc"] = evaluate.verification(x[a], x[b], same, folds=10)["roc"]
+    return metrics, plot
 
 
-def _verification(embedder, card, quick):
-    data = _load_test_data(card)
-    x = embedder.embed(data["images"])  # (N, D)
-    ia, ib, same = evaluate.verification_pairs(data["labels"], QUICK_LFW_PAIRS if quick else None, seed=0)
-    v = evaluate.verification(x[ia], x[ib], same, folds=10)
-    r = evaluate.retrieval(x, data["labels"], ks=(1, 5))
-    metrics = {"verification_accuracy": v["accuracy"], "accuracy_std": v["accuracy_std"], "auc": v["auc"],
-               "eer": v["eer"], "tar@far=1e-3": v["tar_at_far"]["1e-03"], "recall@1": r["recall@1"],
-               "recall@5": r["recall@5"], "map_at_r": r["map_at_r"], "pairs": int(len(same))}
-    name, split = _test_split(card)
-    headline = (f"{name}/{split} verification acc. (10-fold)", v["accuracy"])
-    return metrics, headline, {"roc": v["roc"], "embeddings": x, "labels": data["labels"], "images": data["images"]}
-
-
-def _few_shot(embedder, card, quick):
-    import zoo.data
-
-    data = _load_test_data(card)
-    if quick:
-        data = _subsample_classes(data, QUICK_CHARACTERS)
-    x = embedder.embed(data["images"])  # (N, D)
-    episodes = QUICK_EPISODES if quick else EPISODES
-    metrics = {}
-    for way, shot in FEW_SHOT_SETTINGS:
-        fs = evaluate.few_shot(x, data["labels"], way, shot, FEW_SHOT_QUERIES, episodes, seed=0)
-        metrics[f"{way}way{shot}shot"] = {"mean": fs["mean"], "ci95": fs["ci95"]}
-    runs = zoo.data.omniglot_oneshot_runs(size=card.input_shape[0])
-    shape = runs["train_images"].shape  # (R, W, H, W, 1)
-    train = embedder.embed(runs["train_images"].reshape(-1, *shape[2:])).reshape(shape[0], shape[1], -1)
-    test = embedder.embed(runs["test_images"].reshape(-1, *shape[2:])).reshape(shape[0], shape[1], -1)
-    metrics["lake_oneshot_runs"] = evaluate.oneshot_runs(train, test, runs["answers"])["accuracy"]
-    metrics["recall@1"] = evaluate.retrieval(x, data["labels"], ks=(1,))["recall@1"]
-    metrics["characters"] = int(len(np.unique(data["labels"])))
-    metrics["episodes"] = episodes
-    headline = ("Omniglot 20-way 1-shot (Lake's 20 runs)", metrics["lake_oneshot_runs"])
-    return metrics, headline, {"embeddings": x, "labels": data["labels"], "images": data["images"]}
-
-
-def _words(name) -> str:
-    """A class name as words: 'Smileys & Emotion' -> 'smileys and emotion', 'face-smiling' -> 'face smiling'."""
-    return str(name).replace("&", "and").replace("-", " ").lower()
-
-
-def _zero_shot(embedder, card, quick):
-    import zoo.data
-
-    clip = OnnxCLIP(registry.exports_dir() / card.name)
-    data = _load_test_data(card)
-    templates = tuple(card.extras.get("templates") or DEFAULT_TEMPLATES)
-    x = clip.encode_image(data["images"])  # (N, D)
-    metrics = {}
-    for key, labels, names in (("category", data["labels"], data["category_names"]),
-                               ("subcategory", data["subcategory_labels"], data["subcategory_names"])):
-        text = clip.class_embeddings([_words(n) for n in names], templates)  # (C, D)
-        metrics[f"zero_shot_{key}_top1"] = evaluate.zero_shot(x, labels, text)["accuracy"]
-        metrics[f"{key}_chance"] = 1.0 / len(names)
-    described = [[_words(n) for n in names] for names in zoo.data.emoji_category_descriptions()]
-    metrics["zero_shot_category_top1_with_subcategory_names"] = evaluate.zero_shot(
-        x, data["labels"], clip.class_embeddings(described, templates))["accuracy"]
-    captions = clip.encode_text([str(c) for c in data["captions"]])  # (N, D), row i describes image i
-    similarity = x @ captions.T
-    diagonal = np.arange(len(x))
-    metrics["image_to_text_recall@1"] = float(np.mean(np.argmax(similarity, axis=1) == diagonal))
-    metrics["text_to_image_recall@1"] = float(np.mean(np.argmax(similarity, axis=0) == diagonal))
-    metrics["test_images"] = int(len(x))
-    headline = ("emoji zero-shot top-1 (10 categories)", metrics["zero_shot_category_top1"])
-    return metrics, headline, {"embeddings": x, "labels": data["labels"], "images": data["images"]}
-
-
-PROTOCOLS = {
-    "verification": _verification,
-    "few_shot": _few_shot,
-    "self_supervised": _few_shot,
-    "zero_shot": _zero_shot,
-}
+def _headline(card, metrics) -> tuple[str, float]:
+    """The card's primary metric as recomputed here (a {mean, ci95} metric by its mean)."""
+    value = metrics.get(card.primary_metric)
+    value = value["mean"] if isinstance(value, dict) else value
+    name, split = card.splits.get("test", "?/?").split("/")
+    return f"{name}/{split} {card.primary_metric}", float(value)
 
 
 # --- parity and latency -----------------------------------------------------------------------
@@ -344,7 +271,8 @@ def evaluate_entry(name, quick=False) -> dict:
     """
     card = registry.info(name)
     embedder = OnnxEmbedder(registry.exports_dir() / name)
-    metrics, headline, plot = PROTOCOLS[card.protocol](embedder, card, quick)
+    metrics, plot = evaluate_held_out(embedder, card, quick)
+    headline = _headline(card, metrics)
     try:
         par = parity(name)
     except ImportError:  # a runtime-only install has no Keras: the ONNX numbers stand alone
@@ -378,7 +306,7 @@ def run(out="report", quick=False) -> list[dict]:
         start, card = time.perf_counter(), None
         try:
             card = registry.info(name)
-            print(f"    {card.method}, {card.protocol} on {'/'.join(_test_split(card))}", flush=True)
+            print(f"    {card.method}, {card.protocol} on {card.splits.get('test')}", flush=True)
             r = evaluate_entry(name, quick)
         except Exception as err:  # one broken entry must not hide the others
             r = {"name": name, "card": card, "error": f"{type(err).__name__}: {err}"}

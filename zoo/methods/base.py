@@ -1,5 +1,7 @@
 """The base `keras.Model` of every training method: an encoder, its published `embedder`, serialisation."""
 
+import copy
+
 import keras
 from keras import ops
 
@@ -63,7 +65,7 @@ class EmbeddingMethod(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = copy.deepcopy(config)  # deserialising a Functional config empties it: leave the caller's intact
         for key in cls.NESTED:
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

@@ -1,0 +1,49 @@
+"""Shared fixtures: seeded raw image batches, and gradients with the current backend's autodiff."""
+
+import keras
+import numpy as np
+import pytest
+
+
+def _images(n, size=16, channels=1, seed=0):
+    """(n, size, size, channels) float32 raw pixels, uniform in 0..255."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, (n, size, size, channels)).astype(np.float32)
+
+
+def _value_and_grad(fn, x):
+    """(fn(x), d fn / d x) as numpy, for a scalar fn of one array, with the current backend's autodiff."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        return y.numpy(), tape.gradient(y, x).numpy()
+    if backend == "jax":
+        import jax
+
+        y, g = jax.value_and_grad(fn)(jax.numpy.asarray(x))
+        return keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(g)
+    if backend == "torch":
+        import torch
+
+        x = keras.ops.convert_to_tensor(x).requires_grad_(True)  # on Keras' device
+        y = fn(x)
+        (g,) = torch.autograd.grad(y, x)
+        return keras.ops.convert_to_numpy(y.detach()), keras.ops.convert_to_numpy(g)
+    pytest.skip(f"no gradient helper for backend {backend}")
+
+
+@pytest.fixture
+def make_images():
+    """make_images(n, size=16, channels=1, seed=0) -> (n, size, size, channels) float32 raw pixels."""
+    return _images
+
+
+@pytest.fixture
+def value_and_grad():
+    """value_and_grad(fn, x) -> (fn(x), d fn / d x) as numpy, on TensorFlow, JAX or torch."""
+    return _value_and_grad

@@ -1,0 +1,188 @@
+"""Naive numpy references of the zoo's losses and ops, written from each paper's definition.
+
+They compute in float64 with explicit loops over pairs, triplets and queries (the library sorts,
+masks and uses the Gram matrix instead), so a test compares the library against an independent
+computation. Inputs are numpy arrays; read backend tensors with `keras.ops.convert_to_numpy` first.
+"""
+
+import itertools
+
+import numpy as np
+
+# ---------------------------------------------------------------- distances
+
+
+def ref_cross_distances(a, b, squared=False):
+    """(A, D), (B, D) -> (A, B) Euclidean distances, one pair at a time."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = np.array([[np.sum((u - v) ** 2) for v in b] for u in a]).reshape(len(a), len(b))
+    return d if squared else np.sqrt(d)
+
+
+def ref_distances(x, squared=False):
+    """(B, D) -> (B, B) Euclidean distances between all rows."""
+    return ref_cross_distances(x, x, squared)
+
+
+# ---------------------------------------------------------------- metric learning
+
+
+def ref_contrastive(same, distance, margin):
+    """Hadsell et al. 2006 without the 1/2: same * d^2 + (1 - same) * max(0, margin - d)^2, mean over pairs."""
+    terms = [s * d**2 + (1 - s) * max(0.0, margin - d) ** 2 for s, d in zip(same, distance)]
+    return np.mean(terms)
+
+
+def ref_triplets(labels, x, margin, squared):
+    """Every valid (a, p, n) term of Hermans et al.: (positive terms, number of valid triplets)."""
+    d = ref_distances(x, squared)
+    n = len(labels)
+    positive_terms, valid = [], 0
+    for a, p, neg in itertools.product(range(n), repeat=3):
+        if p != a and labels[p] == labels[a] and labels[neg] != labels[a]:
+            valid += 1
+            term = margin + d[a, p] - d[a, neg]
+            if term > 0:
+                positive_terms.append(term)
+    return positive_terms, valid
+
+
+def ref_batch_all(labels, x, margin, squared):
+    terms, _ = ref_triplets(labels, x, margin, squared)
+    return np.mean(terms) if terms else 0.0
+
+
+def ref_active_fraction(labels, x, margin, squared):
+    terms, valid = ref_triplets(labels, x, margin, squared)
+    return len(terms) / valid if valid else 0.0
+
+
+def ref_batch_hard(labels, x, margin, squared):
+    d = ref_distances(x, squared)
+    n = len(labels)
+    terms = []
+    for a in range(n):
+        pos = [d[a, p] for p in range(n) if p != a and labels[p] == labels[a]]
+        neg = [d[a, k] for k in range(n) if labels[k] != labels[a]]
+        if pos and neg:
+            terms.append(max(0.0, margin + max(pos) - min(neg)))
+    return np.mean(terms) if terms else 0.0
+
+
+def ref_semi_hard(labels, x, margin, squared):
+    d = ref_distances(x, squared)
+    n = len(labels)
+    terms = []
+    for a in range(n):
+        neg = [d[a, k] for k in range(n) if labels[k] != labels[a]]
+        if not neg:
+            continue
+        for p in range(n):
+            if p == a or labels[p] != labels[a]:
+                continue
+            farther = [v for v in neg if v > d[a, p]]
+            chosen = min(farther) if farther else max(neg)
+            terms.append(max(0.0, margin + d[a, p] - chosen))
+    return np.mean(terms) if terms else 0.0
+
+
+def ref_hard_cluster(labels, x, margin):
+    x = np.asarray(x, np.float64)
+    classes = sorted(set(labels.tolist()))
+    centroid = {c: x[labels == c].mean(axis=0) for c in classes}
+    terms = []
+    for c in classes:
+        others = [k for k in classes if k != c]
+        if not others:
+            continue
+        intra = max(np.sum((m - centroid[c]) ** 2) for m in x[labels == c])
+        inter = min(np.sum((centroid[c] - centroid[k]) ** 2) for k in others)
+        terms.append(max(0.0, intra - inter + margin))
+    return np.mean(terms) if terms else 0.0
+
+
+def ref_cross_entropy(logits, labels, smoothing=0.0):
+    """Mean softmax cross-entropy, one row at a time, against (1 - s) one-hot + s / C targets."""
+    logits = np.asarray(logits, np.float64)
+    n_classes = logits.shape[1]
+    total = 0.0
+    for row, label in zip(logits, labels):
+        log_p = row - row.max() - np.log(np.sum(np.exp(row - row.max())))
+        targets = np.full(n_classes, smoothing / n_classes)
+        targets[label] += 1 - smoothing
+        total += -np.sum(targets * log_p)
+    return total / len(logits)
+
+
+# ---------------------------------------------------------------- self-supervised, few-shot, CLIP
+
+
+def ref_nt_xent(z_a, z_b, temperature):
+    """Chen et al. 2020, eq. (1), averaged over all 2N anchors."""
+    z = np.concatenate([z_a, z_b]).astype(np.float64)
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    n2 = len(z)
+    total = 0.0
+    for i in range(n2):
+        twin = (i + n2 // 2) % n2
+        denominator = sum(np.exp(z[i] @ z[k] / temperature) for k in range(n2) if k != i)
+        total += -np.log(np.exp(z[i] @ z[twin] / temperature) / denominator)
+    return total / n2
+
+
+def ref_barlow_twins(z_a, z_b, lambd):
+    """Zbontar et al. 2021, with the authors' batch standardisation (biased variance, eps 1e-5)."""
+
+    def standardise(z):
+        z = np.asarray(z, np.float64)
+        return (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)  # biased variance, as BatchNorm1d
+
+    a, b = standardise(z_a), standardise(z_b)
+    n, dim = a.shape
+    loss = 0.0
+    for i in range(dim):
+        for j in range(dim):
+            c_ij = sum(a[k, i] * b[k, j] for k in range(n)) / n
+            loss += (1 - c_ij) ** 2 if i == j else lambd * c_ij**2
+    return loss
+
+
+def ref_prototypical(support, query):
+    """Snell et al. 2017: (N, K, D) support, (N, Q, D) queries -> (mean query loss, accuracy)."""
+    support, query = np.asarray(support, np.float64), np.asarray(query, np.float64)
+    prototypes = support.mean(axis=1)
+    n_way, n_query = query.shape[:2]
+    total, correct = 0.0, 0
+    for i in range(n_way):
+        for q in range(n_query):
+            logits = np.array([-np.sum((query[i, q] - c) ** 2) for c in prototypes])
+            total += -(logits[i] - np.log(np.sum(np.exp(logits - logits.max()))) - logits.max())
+            correct += int(np.argmax(logits) == i)
+    return total / (n_way * n_query), correct / (n_way * n_query)
+
+
+def ref_clip(images, texts, logit_scale):
+    """Radford et al. 2021: symmetric cross-entropy over the scaled cosine similarities."""
+    images = np.asarray(images, np.float64)
+    texts = np.asarray(texts, np.float64)
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+    n = len(images)
+    logits = np.array([[logit_scale * images[i] @ texts[j] for j in range(n)] for i in range(n)])
+    rows = np.mean([-logits[i, i] + np.log(np.sum(np.exp(logits[i]))) for i in range(n)])
+    cols = np.mean([-logits[j, j] + np.log(np.sum(np.exp(logits[:, j]))) for j in range(n)])
+    return (rows + cols) / 2
+
+
+# ---------------------------------------------------------------- gradients
+
+
+def numeric_grad(fn, x, eps=1e-4):
+    """Central differences of a float64 numpy function."""
+    x = np.asarray(x, np.float64)
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[index] = eps
+        grad[index] = (fn(x + step) - fn(x - step)) / (2 * eps)
+    return grad

@@ -1,0 +1,229 @@
+"""Every recipe, one shape: trained with --train-only on JAX, published with --trained on TensorFlow, with the
+protocol's metrics (zoo.protocols) in the card; one-step publishing from any backend; resume; the tables."""
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import zoo.recipe
+from zoo import protocols, registry
+from zoo.runtime import OnnxEmbedder
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+# name -> (method, protocol, primary metric)
+ENTRIES = {
+    "facenet_triplet": ("Triplet", "verification", "verification_accuracy"),
+    "deepface_softmax": ("Classifier", "verification", "verification_accuracy"),
+    "siamese_contrastive": ("Siamese", "few_shot", "lake_oneshot_runs"),
+    "protonet": ("ProtoNet", "few_shot", "lake_oneshot_runs"),
+    "simclr": ("SimCLR", "self_supervised", "5way1shot"),
+    "barlow_twins": ("BarlowTwins", "self_supervised", "5way1shot"),
+    "micle": ("MICLe", "self_supervised", "5way1shot"),
+    "context_prediction": ("ContextPrediction", "self_supervised", "5way1shot"),
+    "clip": ("CLIP", "zero_shot", "image_to_text_recall@5"),
+}
+# Some of each protocol's metrics (their names are defined once, in zoo.protocols).
+PROTOCOL_METRICS = {
+    "verification": {"verification_accuracy", "auc", "tar@far=1e-3", "threshold", "recall@1"},
+    "few_shot": {"5way1shot", "20way5shot", "lake_oneshot_runs", "recall@1"},
+    "self_supervised": {"5way1shot", "20way5shot", "lake_oneshot_runs", "recall@1"},
+    "zero_shot": {"image_to_text_recall@5", "zero_shot_category_top1", "linear_probe_category_top1"},
+}
+
+
+def test_every_recipe_is_listed():
+    tables = {"ablation_mining", "ssl_table"}
+    assert {p.stem for p in RECIPES.glob("*.py")} - tables == set(ENTRIES)
+
+
+def load_recipe(name, monkeypatch):
+    """Import recipes/<name>.py as a module (the recipes folder on sys.path, as when run as a script)."""
+    monkeypatch.syspath_prepend(str(RECIPES))
+    spec = importlib.util.spec_from_file_location(f"{name}_recipe", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def value(metric):
+    return metric["mean"] if isinstance(metric, dict) else metric
+
+
+def check_card(name, card, folder):
+    """What every smoke card holds: the entry's method and protocol, the protocol's metrics, every format."""
+    method, protocol, primary = ENTRIES[name]
+    assert (card.name, card.method, card.protocol, card.primary_metric) == (name, method, protocol, primary)
+    assert PROTOCOL_METRICS[protocol] <= set(card.metrics)
+    for key in PROTOCOL_METRICS[protocol] - {"threshold"}:
+        assert 0.0 <= value(card.metrics[key]) <= 1.0, key
+    assert card.recipe == f"python recipes/{name}.py --smoke"
+    assert card.int8 is None  # --smoke publishes without int8 (its gate runs the full held-out protocol)
+    registry.verify_files(folder, card)
+    for spec in card.towers.values():
+        assert {spec["keras"], spec["onnx"], spec["tflite"], f"{spec['saved_model']}/saved_model.pb"} <= set(card.files)
+    role = next(iter(card.towers))
+    with np.load(folder / "golden.npz") as golden:
+        np.testing.assert_allclose(OnnxEmbedder(folder).embed(golden[f"{role}__inputs"]),
+                                   golden[f"{role}__embeddings"], atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ENTRIES)
+def test_train_only_on_jax_then_trained_on_tensorflow_publishes_those_weights(name, tmp_path, monkeypatch):
+    trained = tmp_path / "trained"
+    done = subprocess.run([sys.executable, str(RECIPES / f"{name}.py"), "--smoke", "--train-only", "--workdir",
+                           str(trained), "--root", str(tmp_path / "not-published")],
+                          env=dict(os.environ, KERAS_BACKEND="jax"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (tmp_path / "not-published").exists()  # --train-only publishes nothing
+    record = json.loads((trained / "trained.json").read_text())
+    assert record["backend"] == "jax" and record["epochs"] >= 1 and record["images"] > 0
+
+    recipe = load_recipe(name, monkeypatch)
+    card = recipe.main(["--smoke", "--trained", str(trained), "--root", str(tmp_path / "exports"),
+                        "--workdir", str(tmp_path / "publish")])
+    folder = tmp_path / "exports" / name
+    check_card(name, card, folder)
+    assert card.training["backend"] == "jax" and card.training["machine"] == record["machine"]
+    assert not (tmp_path / "publish" / "log.csv").exists()  # nothing was trained here
+    # The published tower is the JAX-trained one.
+    model = recipe.build(recipe.Config(**recipe.SMOKE))[0]
+    model.load_weights(str(trained / "trained.weights.h5"))
+    with np.load(folder / "golden.npz") as golden:
+        x = golden[f"{next(iter(card.towers))}__inputs"]
+    published = keras.saving.load_model(folder / next(iter(card.towers.values()))["keras"], safe_mode=True)
+    np.testing.assert_allclose(published.predict(x, verbose=0), model.embedder.predict(x, verbose=0), atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.multibackend
+def test_smoke_trains_and_publishes_in_one_step_on_any_backend(tmp_path, monkeypatch):
+    """protonet --smoke on this backend (JAX in `make test-jax`): trains, evaluates, publishes in one process;
+    then --trained on the published entry publishes it again with the same numbers."""
+    recipe = load_recipe("protonet", monkeypatch)
+    card = recipe.main(["--smoke", "--root", str(tmp_path / "exports"), "--workdir", str(tmp_path / "work")])
+    check_card("protonet", card, tmp_path / "exports" / "protonet")
+    assert card.training["backend"] == keras.backend.backend()
+    with open(tmp_path / "work" / "log.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1]
+    assert not (tmp_path / "work" / "backup").exists()  # removed once training completed
+    epochs, per_epoch = recipe.SMOKE["epochs"], recipe.SMOKE["episodes_per_epoch"]
+    assert card.training["curve"]["episodes"] == [per_epoch * (e + 1) for e in range(epochs)]
+    for way, shot in protocols.FEW_SHOT_SETTINGS:  # the raw features the loss was trained on, too
+        assert 0.0 <= card.metrics[f"{way}way{shot}shot_unnormalised"]["mean"] <= 1.0
+    assert 0.0 <= card.metrics["lake_oneshot_runs_unnormalised"] <= 1.0
+
+    again = recipe.main(["--smoke", "--trained", str(tmp_path / "exports" / "protonet"),
+                         "--root", str(tmp_path / "again"), "--workdir", str(tmp_path / "work2")])
+    assert again.metrics == card.metrics and again.recipe == card.recipe
+    assert again.training == {**card.training, "republished_from": {
+        "entry": "protonet", "created": card.created, "sha256": card.files["embedder.keras"]}}
+
+
+def test_trained_refuses_another_config_tampered_or_missing_weights(tmp_path, monkeypatch):
+    recipe = load_recipe("siamese_contrastive", monkeypatch)
+    trained = tmp_path / "trained"
+    with pytest.raises(SystemExit) as stop:
+        recipe.main(["--smoke", "--train-only", "--workdir", str(trained)])
+    assert stop.value.code == 0
+    with pytest.raises(ValueError, match="trained with config"):
+        recipe.main(["--smoke", "--margin", "0.5", "--trained", str(trained), "--root", str(tmp_path / "x")])
+    with open(trained / "trained.weights.h5", "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(ValueError, match="sha256"):
+        recipe.main(["--smoke", "--trained", str(trained), "--root", str(tmp_path / "x")])
+    with pytest.raises(FileNotFoundError, match="train-only"):
+        recipe.main(["--smoke", "--trained", str(tmp_path / "nowhere"), "--root", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+
+
+class Interrupted(Exception):
+    """Stands for a kill arriving after an epoch's checkpoint was written."""
+
+
+def test_an_interrupted_run_resumes_from_the_next_epoch(tmp_path, monkeypatch):
+    recipe = load_recipe("facenet_triplet", monkeypatch)
+    config = dataclasses.replace(recipe.Config(), **{**recipe.SMOKE, "epochs": 3})
+    args = argparse.Namespace(workdir=str(tmp_path / "run"), fresh=False, trained=None, train_only=False)
+    original = zoo.recipe.training_callbacks
+
+    def interrupt_after_first_epoch(workdir, fresh=False):
+        def stop(epoch, logs=None):
+            if epoch == 0:
+                raise Interrupted
+        # After BackupAndRestore and the CSV log, as a kill after the epoch's checkpoint would be.
+        return original(workdir, fresh) + [keras.callbacks.LambdaCallback(on_epoch_end=stop)]
+
+    def fit(model, sampler, callbacks):
+        return zoo.recipe.train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * 8,
+                                callbacks=callbacks, shuffle=False)
+
+    monkeypatch.setattr(zoo.recipe, "training_callbacks", interrupt_after_first_epoch)
+    with pytest.raises(Interrupted):
+        fit(*recipe.build(config))
+    monkeypatch.setattr(zoo.recipe, "training_callbacks", original)
+    model, sampler, callbacks = recipe.build(config)
+    run = fit(model, sampler, callbacks)
+    with open(tmp_path / "run" / "log.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]  # the second run started at epoch 1
+    assert run.epochs == 2 and run.images == 2 * config.steps_per_epoch * 8  # this process's share
+    assert int(model.optimizer.iterations) == 3 * config.steps_per_epoch  # the optimiser state came back too
+    assert not (tmp_path / "run" / "backup").exists()
+
+
+def test_bad_class_counts_are_refused(tmp_path, monkeypatch):
+    recipe = load_recipe("protonet", monkeypatch)
+    with pytest.raises(ValueError, match="asked for 5000 classes"):
+        recipe.main(["--smoke", "--train-classes", "5000", "--root", str(tmp_path), "--workdir", str(tmp_path)])
+
+
+def test_ablation_smoke_writes_the_table_between_the_markers(tmp_path, monkeypatch):
+    ablation = load_recipe("ablation_mining", monkeypatch)
+    # Two rows keep the test short and still exercise both recipes (Triplet variants and softmax).
+    monkeypatch.setattr(ablation, "VARIANTS", [ablation.VARIANTS[3], ablation.VARIANTS[-1]])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Recipes\n\nbefore\n\n{ablation.START}\nstale table\n{ablation.END}\n\nafter\n")
+    results = ablation.main(["--smoke", "--workdir", str(tmp_path / "runs"), "--readme", str(readme),
+                             "--out", str(tmp_path / "ablation.json")])
+    text = readme.read_text()
+    assert text.startswith("# Recipes\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    assert "stale table" not in text and text.count(ablation.START) == 1
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "variant" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["batch-hard + hard-cluster", "softmax (DeepFace-style)"]
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    for row, metrics in results.items():
+        assert saved["results"][row]["verification_accuracy"] == metrics["verification_accuracy"]
+        assert f"{metrics['auc']:.3f}" in rows[list(results).index(row)]
+        assert metrics["images_per_s"] > 0
+
+
+def test_ssl_table_measures_the_published_entries_and_the_floor(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Recipes\n\n<!-- other:start -->\nkept\n<!-- other:end -->\n")
+    table = load_recipe("ssl_table", monkeypatch)
+    argv = ["--readme", str(readme), "--episodes", "20", "--classes", "30"]
+    text = table.main(argv)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    published = set(registry.list_models())
+    expected = ["raw pixels (floor)", "conv4, random weights"] + [f"`{n}`" for n, _ in table.ENTRIES if n in published]
+    assert [r.split(" | ")[0][2:] for r in rows] == expected
+    # The floor's features by hand: unit vectors of the ink-bright pixels.
+    import zoo.data
+
+    data = zoo.data.load("omniglot", "evaluation")
+    pixels = table.raw_pixels(data["images"][:2])
+    x = 255.0 - data["images"][:2].reshape(2, -1).astype(np.float64)
+    np.testing.assert_allclose(pixels, x / np.linalg.norm(x, axis=1, keepdims=True), rtol=1e-5)
+    table.main(argv)  # rewriting replaces the section and keeps the other one
+    written = readme.read_text()
+    assert written.count("<!-- ssl:start -->") == 1 and "<!-- other:start -->\nkept\n<!-- other:end -->" in written

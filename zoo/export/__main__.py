@@ -1,0 +1,3 @@
+from zoo.export import main
+
+main()
