@@ -18,34 +18,24 @@ from dataclasses import dataclass
 
 import keras
 
-import zoo.data
 from zoo import backbones
-from zoo.data.samplers import TwoViewSampler
-from zoo.export import publish
 from zoo.methods.context_prediction import ContextPrediction
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, omniglot_few_shot, parse_config, print_metrics,
-                        subset, train)
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
+                        background_views, compile_with_cosine_decay, parse_config, publish_few_shot, train)
 
 
 @dataclass
-class Config:
+class Config(SelfSupervisedConfig):
     name: str = "context_prediction"
-    seed: int = 0
     batch_size: int = 32  # images per batch, 9 patches each
-    steps_per_epoch: int = 100
     epochs: int = 16
     learning_rate: float = 2e-3
     cell: int = 36  # grid cell side after resizing (patches are 28: gaps of 8 +- 2 * jitter pixels)
     jitter: int = 4
     hidden: int = 512
-    train_images: int = 0  # keep this many background images (0: all 19,280)
-    test_classes: int = 0  # keep this many evaluation characters (0: all 659)
-    test_episodes: int = 1000  # per few-shot setting
-    test_queries: int = 15
 
 
-SMOKE = {"batch_size": 4, "steps_per_epoch": 2, "epochs": 2, "hidden": 16, "train_images": 256,
-         "test_classes": 25, "test_episodes": 10}
+SMOKE = {**SELF_SUPERVISED_SMOKE, "batch_size": 4, "hidden": 16}
 
 CARD = {
     "method": "ContextPrediction", "protocol": "self_supervised", "primary_metric": "5way1shot",
@@ -61,14 +51,10 @@ def build(config):
     """The compiled ContextPrediction model of `config`, its sampler over the background images (the pretext
     task uses TwoViewSampler's x_a only), no callbacks."""
     keras.utils.set_random_seed(config.seed)
-    train_images, _ = subset(zoo.data.load("omniglot", "background"), rows=config.train_images, seed=config.seed)
-    sampler = TwoViewSampler(train_images, config.batch_size, config.steps_per_epoch, seed=config.seed)
+    sampler = background_views(config)
     model = ContextPrediction(backbones.conv4((28, 28, 1)), image_shape=(28, 28, 1), cell=config.cell,
                               jitter=config.jitter, hidden=config.hidden)
-    steps = config.epochs * config.steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-    return model, sampler, []
+    return compile_with_cosine_decay(model, config), sampler, []
 
 
 def main(argv=None):
@@ -76,17 +62,12 @@ def main(argv=None):
     model, sampler, callbacks = build(config)
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.batch_size,
                 callbacks=callbacks, argv=argv)
-    # Frozen embeddings of the evaluation alphabets, never trained on.
-    metrics, test = omniglot_few_shot(model.embedder, classes=config.test_classes, episodes=config.test_episodes,
-                                      queries=config.test_queries, seed=config.seed)
-    print_metrics(config.name, metrics)
     extras = {"patches": f"3x3 grid, 28x28 patches in {config.cell}-pixel cells of the image resized to "
               f"{3 * config.cell}, jitter +-{config.jitter}",
               "embedding": "concatenated conv4 features of the 9 un-jittered grid patches (9 x 64)",
               "distance": "squared Euclidean between L2-normalised embeddings and prototypes"}
-    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command, "extras": extras},
-                   metrics=metrics, training=run.record(config, patches_per_image=9),
-                   golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
+    return publish_few_shot(model.embedder, config, args, run, {**CARD, "recipe": run.command, "extras": extras},
+                            patches_per_image=9)
 
 
 if __name__ == "__main__":

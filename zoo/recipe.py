@@ -301,6 +301,57 @@ def omniglot_few_shot(embedder, *, classes=0, episodes=1000, queries=15, seed=0,
     return metrics, data
 
 
+@dataclasses.dataclass
+class SelfSupervisedConfig:
+    """The Config fields every self-supervised Omniglot recipe shares; each subclass adds its own (and its name)."""
+
+    seed: int = 0
+    batch_size: int = 128  # images (MICLe: characters) per batch, two views each
+    steps_per_epoch: int = 100
+    epochs: int = 12
+    learning_rate: float = 3e-3
+    train_images: int = 0  # keep this many background images (0: all 19,280)
+    test_classes: int = 0  # keep this many evaluation characters (0: all 659)
+    test_episodes: int = 1000  # per few-shot setting
+    test_queries: int = 15
+
+
+SELF_SUPERVISED_SMOKE = {"batch_size": 16, "steps_per_epoch": 2, "epochs": 2, "train_images": 256,
+                         "test_classes": 25, "test_episodes": 10}
+
+
+def background_views(config, groups=False):
+    """A TwoViewSampler over `config.train_images` seeded background images of Omniglot (0: all 19,280), labels
+    unread; with `groups`, their character ids group the views (MICLe's positives)."""
+    import zoo.data
+    from zoo.data.samplers import TwoViewSampler
+
+    images, labels = subset(zoo.data.load("omniglot", "background"), rows=config.train_images, seed=config.seed)
+    return TwoViewSampler(images, config.batch_size, config.steps_per_epoch, seed=config.seed,
+                          **({"groups": labels} if groups else {}))
+
+
+def compile_with_cosine_decay(model, config):
+    """Compile `model` with Adam, the learning rate decaying by a cosine over all `config.epochs` epochs."""
+    import keras
+
+    steps = config.epochs * config.steps_per_epoch
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)))
+    return model
+
+
+def publish_few_shot(embedder, config, args, run, card, **record):
+    """The end of every self-supervised recipe: the few-shot protocol on the frozen embeddings of the Omniglot
+    evaluation alphabets (never trained on; `config.test_*`), then publish with `card` and `run.record(**record)`."""
+    from zoo.export import publish
+
+    metrics, test = omniglot_few_shot(embedder, classes=config.test_classes, episodes=config.test_episodes,
+                                      queries=config.test_queries, seed=config.seed)
+    print_metrics(config.name, metrics)
+    return publish(config.name, embedder, card=card, metrics=metrics, training=run.record(config, **record),
+                   golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
+
+
 LFW_SPLITS = {"train": "lfw/train", "test": "lfw/test"}
 LFW_LICENSE = "LFW: no license stated; research use (cite Huang et al. 2007)"
 LFW_DATASET = "LFW, people with >= 10 photos (48x48 RGB), train identities"
