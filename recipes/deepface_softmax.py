@@ -28,8 +28,8 @@ from zoo.data.augment import faces
 from zoo.data.samplers import PKSampler
 from zoo.export import publish
 from zoo.methods.classifier import Classifier
-from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, embed, face_resnet, lfw_splits, parse_config,
-                        print_metrics, train)
+from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, compile_with_cosine_decay, embed, face_resnet,
+                        lfw_splits, parse_config, print_metrics, train)
 
 
 @dataclass
@@ -70,10 +70,7 @@ def build(config):
                        augment=faces(48, seed=config.seed) if config.augment else None)
     sampler = PKSampler(train_data["images"], train_data["labels"], config.p, config.k, config.steps_per_epoch,
                         seed=config.seed)
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * config.steps_per_epoch,
-                                                      alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-    return model, sampler, []
+    return compile_with_cosine_decay(model, config, alpha=0.01), sampler, []
 
 
 def main(argv=None):

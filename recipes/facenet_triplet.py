@@ -29,8 +29,8 @@ from zoo.data.augment import faces
 from zoo.data.samplers import HardClusterSampler, PKSampler
 from zoo.export import publish
 from zoo.methods.triplet import Triplet
-from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, embed, face_resnet, lfw_splits, parse_config,
-                        print_metrics, train)
+from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, compile_with_cosine_decay, embed, face_resnet,
+                        lfw_splits, parse_config, print_metrics, train)
 
 
 @dataclass
@@ -88,10 +88,7 @@ def build(config):
     else:
         sampler = PKSampler(train_data["images"], train_data["labels"], config.p, config.k, config.steps_per_epoch,
                             seed=config.seed)
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * config.steps_per_epoch,
-                                                      alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-    return model, sampler, callbacks
+    return compile_with_cosine_decay(model, config, alpha=0.01), sampler, callbacks
 
 
 def main(argv=None):

@@ -32,7 +32,8 @@ from zoo.data.augment import characters
 from zoo.data.samplers import PairSampler
 from zoo.export import publish
 from zoo.methods.siamese import Siamese
-from zoo.recipe import OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, embed, omniglot_few_shot, parse_config, print_metrics, train
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, compile_with_cosine_decay, embed, omniglot_few_shot,
+                        parse_config, print_metrics, train)
 
 
 @dataclass
@@ -87,10 +88,7 @@ def build(config):
                     augment=characters(28, seed=config.seed) if config.augment else None)
     sampler = PairSampler(images, labels, config.batch_size, config.steps_per_epoch, seed=config.seed,
                           groups=alphabets, group_negatives=config.group_negatives)
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * config.steps_per_epoch,
-                                                      alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(schedule))
-    return model, sampler, []
+    return compile_with_cosine_decay(model, config, alpha=0.01), sampler, []
 
 
 def main(argv=None):

@@ -8,21 +8,10 @@ import pytest
 import zoo
 from zoo import registry
 from zoo.export import litert
+from test_zoo_entries import tower_inputs  # random pixels or byte-token rows of a tower
 
 ENTRIES = registry.list_models()
 ATOL = litert.PARITY_ATOL
-
-
-def tower_inputs(spec, batch, seed):
-    """Pixels 0..255, or byte-token rows ending with the end token (1) and padded with 0."""
-    rng = np.random.default_rng(seed)
-    if spec["input"] == "images":
-        return rng.uniform(0, 255, (batch, *spec["shape"])).astype(np.float32)
-    ids = np.zeros((batch, spec["shape"][0]), np.int32)
-    for row, n in enumerate(rng.integers(0, spec["shape"][0], batch)):
-        ids[row, :n] = rng.integers(2, 258, n)
-        ids[row, n] = 1
-    return ids
 
 
 @pytest.mark.parametrize("name", ENTRIES)

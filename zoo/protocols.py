@@ -30,7 +30,8 @@ import numpy as np
 from zoo import evaluate
 
 __all__ = ["GATE_METRICS", "FEW_SHOT_SETTINGS", "verification", "few_shot", "zero_shot", "held_out",
-           "prompt_ensemble", "words", "test_data", "train_images", "check_gate_splits", "gate_metric"]
+           "prompt_ensemble", "words", "test_data", "train_images", "seeded_sample", "check_gate_splits",
+           "gate_metric"]
 
 GATE_METRICS = {
     "verification": "verification_accuracy",
@@ -81,9 +82,15 @@ def train_images(card, count=CALIBRATION_COUNT, seed=0) -> np.ndarray:
     """A seeded sample of `count` images of the entry's training split, float32 (N, H, W, C), e.g. to
     calibrate int8. With several training sets ("emoji/train + coco_mini/train"), the first one."""
     spec = str(card.splits.get("train", "")).split("+")[0].strip()
-    images = _load(spec, card.input_shape)["images"]
-    rows = np.sort(np.random.default_rng(seed).choice(len(images), min(count, len(images)), replace=False))
-    return images[rows].astype(np.float32)
+    return seeded_sample(_load(spec, card.input_shape)["images"], count, seed)
+
+
+def seeded_sample(images, count=CALIBRATION_COUNT, seed=0) -> np.ndarray:
+    """Up to `count` rows of `images` drawn without replacement by `seed`, in their order, as float32."""
+    images = np.asarray(images)
+    if len(images) > count:
+        images = images[np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))]
+    return images.astype(np.float32)
 
 
 def _embed(embed_fn, images) -> np.ndarray:

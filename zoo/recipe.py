@@ -331,12 +331,14 @@ def background_views(config, groups=False):
                           **({"groups": labels} if groups else {}))
 
 
-def compile_with_cosine_decay(model, config):
-    """Compile `model` with Adam, the learning rate decaying by a cosine over all `config.epochs` epochs."""
+def compile_with_cosine_decay(model, config, alpha=0.0):
+    """Compile `model` with Adam, the learning rate decaying by a cosine over all `config.epochs` epochs of
+    `config.steps_per_epoch` steps, down to `alpha` times `config.learning_rate`."""
     import keras
 
     steps = config.epochs * config.steps_per_epoch
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)))
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=alpha)
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
     return model
 
 

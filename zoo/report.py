@@ -20,7 +20,6 @@ from zoo import evaluate, protocols, registry
 from zoo.runtime import OnnxCLIP, OnnxEmbedder
 
 FEW_SHOT_SETTINGS = protocols.FEW_SHOT_SETTINGS
-EPISODES = protocols.FEW_SHOT_EPISODES
 QUICK_EPISODES = 100
 QUICK_CHARACTERS = 100  # Omniglot evaluation characters kept by --quick (of 659)
 QUICK_LFW_PAIRS = 1000  # same-identity pairs kept by --quick (as many different ones are drawn)

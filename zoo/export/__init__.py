@@ -47,7 +47,6 @@ CARD_FIELDS = ("method", "dataset", "splits", "protocol", "primary_metric", "rec
 _REQUIRED = CARD_FIELDS[:8]
 # Caller's backend (e.g. JAX) vs the same .keras on TensorFlow: different kernels, so float32 round-off differs.
 CROSS_BACKEND_ATOL = 1e-4
-CALIBRATION_MAX_IMAGES = 256
 GOLDEN_COUNT = 8
 _JOB = "_job"  # inputs of the finishing step inside the temporary folder; removed before hashing
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -119,28 +118,23 @@ def publish(name, towers, *, card, metrics, training=None, threshold=None, golde
                 towers=specs)
     on_tensorflow = keras.backend.backend() == "tensorflow"
 
-    root = exports_dir(root)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
-    try:
+
+    def fill(tmp):
         for role, model in towers.items():
             model.save(tmp / specs[role]["keras"])
         _copy_extra_files(extra_files, tmp, card)
         if on_tensorflow:
-            card = _finish(tmp, card, towers, golden, int8, calibration_images)
-        else:
-            card = _finish_in_subprocess(tmp, card, golden, int8, calibration_images)
-            with np.load(tmp / "golden.npz") as saved:
-                for role, emb in embeddings.items():
-                    diff = float(np.abs(saved[f"{role}__embeddings"] - emb).max())
-                    if diff > CROSS_BACKEND_ATOL:
-                        raise RuntimeError(f"tower {role!r}: the .keras file on TensorFlow differs from the "
-                                           f"{keras.backend.backend()} model by {diff:.2e} > {CROSS_BACKEND_ATOL}")
-        _swap_in(tmp, root / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return card
+            return _finish(tmp, card, towers, golden, int8, calibration_images)
+        written = _finish_in_subprocess(tmp, card, golden, int8, calibration_images)
+        with np.load(tmp / "golden.npz") as saved:
+            for role, emb in embeddings.items():
+                diff = float(np.abs(saved[f"{role}__embeddings"] - emb).max())
+                if diff > CROSS_BACKEND_ATOL:
+                    raise RuntimeError(f"tower {role!r}: the .keras file on TensorFlow differs from the "
+                                       f"{keras.backend.backend()} model by {diff:.2e} > {CROSS_BACKEND_ATOL}")
+        return written
+
+    return _write_entry(root, name, fill)
 
 
 def reexport(name, root=None) -> Card:
@@ -177,13 +171,25 @@ def reexport(name, root=None) -> Card:
     card = dataclasses.replace(card, created=now, int8=None, files={}, towers=specs, extras={
         **card.extras, "reexported": {"command": f"python -m zoo.export --reexport {name}",
                                       "first_published": first_published}})
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
-    try:
+
+    def fill(tmp):
         for role, t in card.towers.items():
             shutil.copy2(folder / t["keras"], tmp / t["keras"])
         _copy_extra_files(extra_files, tmp, card)
-        card = _finish(tmp, card, towers, golden, True, None)
-        _swap_in(tmp, folder)
+        return _finish(tmp, card, towers, golden, True, None)
+
+    return _write_entry(root, name, fill)
+
+
+def _write_entry(root, name, fill) -> Card:
+    """Write `<root>/<name>/` atomically: `fill(tmp)` writes every file into a hidden temporary folder beside
+    it and returns the card; the folder is then swapped in. On any failure the old entry stays as it was."""
+    root = exports_dir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+    try:
+        card = fill(tmp)
+        _swap_in(tmp, root / name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -236,15 +242,14 @@ def _golden_inputs(given, specs) -> dict:
 
 
 def _calibration_sample(images, shape) -> np.ndarray:
-    """Up to CALIBRATION_MAX_IMAGES images, seeded sample, as float32."""
+    """Up to 256 of the given calibration images (`zoo.protocols.seeded_sample`), as float32."""
+    from zoo.protocols import seeded_sample
+
     images = np.asarray(images)
     if images.ndim != 4 or list(images.shape[1:]) != shape or len(images) == 0:
         raise ValueError(f"calibration_images must have shape (N, {', '.join(map(str, shape))}), N >= 1; "
                          f"got {images.shape}")
-    if len(images) > CALIBRATION_MAX_IMAGES:
-        rows = np.random.default_rng(0).choice(len(images), CALIBRATION_MAX_IMAGES, replace=False)
-        images = images[np.sort(rows)]
-    return images.astype(np.float32)
+    return seeded_sample(images)
 
 
 def _keras_embed(model, inputs) -> np.ndarray:

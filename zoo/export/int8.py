@@ -51,10 +51,11 @@ def export(folder, card, towers, golden, context):
     images = context.get("calibration_images")
     images = protocols.train_images(card) if images is None else images
     data = protocols.test_data(card)
-    tried = []
+    tried, fp32 = [], None
     for scheme in INT8_SCHEME_ORDER:
         quantize(folder / spec["onnx"], int8_path, images, spec["input"], scheme=scheme)
-        gate = int8_gate(card, folder, int8_path, golden[role], data)
+        gate = int8_gate(card, folder, int8_path, golden[role], data, fp32=fp32)
+        fp32 = gate["fp32"]  # the fp32 graph's metric, measured once
         tried.append({"scheme": scheme, **gate})
         if gate["kept"]:
             break
@@ -102,7 +103,7 @@ def quantize(fp32_path, int8_path, images, input_name, scheme=INT8_SCHEME_ORDER[
                         reduce_range=seven_bit)
 
 
-def int8_gate(card, folder, int8_path, golden_inputs, data=None) -> dict:
+def int8_gate(card, folder, int8_path, golden_inputs, data=None, fp32=None) -> dict:
     """Measure an int8 graph of the entry's image tower against its fp32 graph, on this CPU.
 
     Returns {"fp32", "int8": the protocol's gate metric (`zoo.protocols.gate_metric`) of each graph,
@@ -115,6 +116,7 @@ def int8_gate(card, folder, int8_path, golden_inputs, data=None) -> dict:
         int8_path: Path. the int8 graph of the first tower.
         golden_inputs: array. (N, H, W, C) fixed images of the first tower.
         data: dict | None. the held-out split if already loaded (`zoo.protocols.test_data(card)`).
+        fp32: float | None. the fp32 graph's gate metric if already measured (another scheme's gate).
     """
     from zoo import protocols
 
@@ -122,7 +124,7 @@ def int8_gate(card, folder, int8_path, golden_inputs, data=None) -> dict:
     fp32_fn, int8_fn = (onnx_embed_fn(path, spec["input"]) for path in (folder / spec["onnx"], int8_path))
     embed_text = text_embed_fn(folder, card) if card.protocol == "zero_shot" else None
     data = protocols.test_data(card) if data is None else data
-    fp32 = protocols.gate_metric(card, fp32_fn, data, embed_text)
+    fp32 = protocols.gate_metric(card, fp32_fn, data, embed_text) if fp32 is None else fp32
     int8 = protocols.gate_metric(card, int8_fn, data, embed_text)
     cosine = float(np.min(np.sum(_unit(int8_fn(golden_inputs)) * _unit(fp32_fn(golden_inputs)), axis=1)))
     return {"fp32": fp32, "int8": int8, "golden_min_cosine": cosine,
