@@ -19,7 +19,8 @@ import keras
 from zoo import backbones
 from zoo.data.augment import characters
 from zoo.methods.barlow_twins import BarlowTwins
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
+                        OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
                         background_views, compile_with_cosine_decay, parse_config, publish_few_shot, train)
 
 
@@ -37,7 +38,7 @@ SMOKE = {**SELF_SUPERVISED_SMOKE, "projection": "64-64"}
 CARD = {
     "method": "BarlowTwins", "protocol": "self_supervised", "primary_metric": "5way1shot",
     "dataset": "Omniglot background (30 alphabets, 19,280 images), 28x28, labels unused",
-    "splits": OMNIGLOT_SPLITS, "data_license": OMNIGLOT_LICENSE,
+    "splits": OMNIGLOT_SPLITS, "preprocessing": OMNIGLOT_PREPROCESSING, "data_license": OMNIGLOT_LICENSE,
     "anchor": "unsupervised Omniglot 5-way 1-shot, conv4: UMTRA (Khodadadeh et al. 2019) 83.8%",
     "paper": "Zbontar, Jing, Misra, LeCun & Deny 2021, Barlow Twins: Self-Supervised Learning via Redundancy "
              "Reduction, ICML, arXiv:2103.03230",

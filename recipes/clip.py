@@ -28,7 +28,7 @@ from zoo import backbones, protocols
 from zoo.data.augment import square_crops
 from zoo.export import publish
 from zoo.methods.clip import CLIP
-from zoo.recipe import embed, parse_config, print_metrics, train
+from zoo.recipe import EMOJI_PREPROCESSING, embed, parse_config, print_metrics, train
 from zoo.runtime import Tokenizer
 
 
@@ -61,7 +61,7 @@ TEMPLATES = ("{}", "an emoji of {}", "a picture of {}", "{} emoji")
 CARD = {
     "method": "CLIP", "protocol": "zero_shot", "primary_metric": "image_to_text_recall@5",
     "dataset": "emoji (Noto) train + COCO mini train",
-    "splits": {"train": "emoji/train + coco_mini/train", "test": "emoji/test"},
+    "splits": {"train": "emoji/train + coco_mini/train", "test": "emoji/test"}, "preprocessing": EMOJI_PREPROCESSING,
     "data_license": "Noto Emoji: Apache-2.0 (images), Unicode names; COCO: CC BY 4.0 annotations, Flickr image "
                     "licences",
     "anchor": "chance recall@5 = 5 / test captions; CLIP (Radford et al. 2021) is trained on 400M pairs",

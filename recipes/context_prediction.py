@@ -20,7 +20,8 @@ import keras
 
 from zoo import backbones
 from zoo.methods.context_prediction import ContextPrediction
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
+                        OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
                         background_views, compile_with_cosine_decay, parse_config, publish_few_shot, train)
 
 
@@ -40,7 +41,7 @@ SMOKE = {**SELF_SUPERVISED_SMOKE, "batch_size": 4, "hidden": 16}
 CARD = {
     "method": "ContextPrediction", "protocol": "self_supervised", "primary_metric": "5way1shot",
     "dataset": "Omniglot background (30 alphabets, 19,280 images), 28x28, labels unused",
-    "splits": OMNIGLOT_SPLITS, "data_license": OMNIGLOT_LICENSE,
+    "splits": OMNIGLOT_SPLITS, "preprocessing": OMNIGLOT_PREPROCESSING, "data_license": OMNIGLOT_LICENSE,
     "anchor": "unsupervised Omniglot 5-way 1-shot, conv4: UMTRA (Khodadadeh et al. 2019) 83.8%",
     "paper": "Doersch, Gupta & Efros 2015, Unsupervised Visual Representation Learning by Context Prediction, "
              "ICCV, arXiv:1505.05192",

@@ -29,7 +29,7 @@ from zoo.data.samplers import PKSampler
 from zoo.export import publish
 from zoo.methods.classifier import Classifier
 from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, compile_with_cosine_decay, embed, face_resnet,
-                        lfw_splits, parse_config, print_metrics, train)
+                        lfw_preprocessing, lfw_splits, parse_config, print_metrics, train)
 
 
 @dataclass
@@ -57,7 +57,7 @@ CARD = {
     "anchor": "DeepFace (Taigman et al. 2014): 97.35% on LFW's 6,000 pairs after training on 4.4M photos "
               "of 4,030 identities; here 126 identities, 3,683 images",
     "paper": "Taigman, Yang, Ranzato, Wolf 2014, DeepFace, CVPR 2014",
-    "extras": {"embedding": "L2-normalised penultimate layer", "preprocessing": "x / 127.5 - 1 inside the graph"},
+    "extras": {"embedding": "L2-normalised penultimate layer", "normalisation": "x / 127.5 - 1 inside the graph"},
 }
 
 
@@ -79,11 +79,13 @@ def main(argv=None):
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.p * config.k,
                 callbacks=callbacks, shuffle=False, argv=argv)
     # Held-out: the test identities, never seen in training.
-    _, test = lfw_splits()
+    train_data, test = lfw_splits()
     metrics = protocols.verification(lambda x: embed(model.embedder, x), test)
     print_metrics(config.name, metrics)
-    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command}, metrics=metrics,
-                   threshold=metrics["threshold"],
+    # Files reach the model as the training crops did: faces aligned onto the training crops' mean landmarks.
+    preprocessing = lfw_preprocessing(train_data["images"], 16 if args.smoke else 256)
+    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command, "preprocessing": preprocessing},
+                   metrics=metrics, threshold=metrics["threshold"],
                    training=run.record(config, steps=config.epochs * config.steps_per_epoch, seed=config.seed),
                    golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
 

@@ -30,7 +30,7 @@ from zoo.data.samplers import HardClusterSampler, PKSampler
 from zoo.export import publish
 from zoo.methods.triplet import Triplet
 from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, compile_with_cosine_decay, embed, face_resnet,
-                        lfw_splits, parse_config, print_metrics, train)
+                        lfw_preprocessing, lfw_splits, parse_config, print_metrics, train)
 
 
 @dataclass
@@ -97,11 +97,14 @@ def main(argv=None):
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.p * config.k,
                 callbacks=callbacks, shuffle=False, argv=argv)
     # Held-out: the test identities, never seen in training.
-    _, test = lfw_splits()
+    train_data, test = lfw_splits()
     metrics = protocols.verification(lambda x: embed(model.embedder, x), test)
     print_metrics(config.name, metrics)
-    extras = {"mining": config.mining, "margin": config.margin, "preprocessing": "x / 127.5 - 1 inside the graph"}
-    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command, "extras": extras},
+    # Files reach the model as the training crops did: faces aligned onto the training crops' mean landmarks.
+    preprocessing = lfw_preprocessing(train_data["images"], 16 if args.smoke else 256)
+    extras = {"mining": config.mining, "margin": config.margin, "normalisation": "x / 127.5 - 1 inside the graph"}
+    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command, "preprocessing": preprocessing,
+                                                      "extras": extras},
                    metrics=metrics, threshold=metrics["threshold"],
                    training=run.record(config, steps=config.epochs * config.steps_per_epoch, seed=config.seed),
                    golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)

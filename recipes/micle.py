@@ -21,7 +21,8 @@ import keras
 from zoo import backbones
 from zoo.data.augment import characters
 from zoo.methods.micle import MICLe
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
+                        OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
                         background_views, compile_with_cosine_decay, parse_config, publish_few_shot, train)
 
 
@@ -37,7 +38,7 @@ SMOKE = {**SELF_SUPERVISED_SMOKE, "projection": "32-16"}
 CARD = {
     "method": "MICLe", "protocol": "self_supervised", "primary_metric": "5way1shot",
     "dataset": "Omniglot background (30 alphabets, 19,280 images), 28x28, grouped by character (ids only)",
-    "splits": OMNIGLOT_SPLITS, "data_license": OMNIGLOT_LICENSE,
+    "splits": OMNIGLOT_SPLITS, "preprocessing": OMNIGLOT_PREPROCESSING, "data_license": OMNIGLOT_LICENSE,
     "anchor": ("unsupervised Omniglot 5-way 1-shot, conv4: UMTRA (Khodadadeh et al. 2019) 83.8%; "
                "supervised: ProtoNet (Snell et al. 2017) 98.8%"),
     "paper": "Azizi et al. 2021, Big Self-Supervised Models Advance Medical Image Classification, ICCV, "

@@ -27,7 +27,8 @@ from zoo import backbones, evaluate
 from zoo.data.samplers import EpisodeSampler
 from zoo.export import publish
 from zoo.methods.protonet import ProtoNet
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, Stopwatch, embed, omniglot_few_shot, parse_config,
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
+                        OMNIGLOT_SPLITS, Stopwatch, embed, omniglot_few_shot, parse_config,
                         print_metrics, subset, train)
 
 
@@ -57,7 +58,7 @@ SMOKE = {"way": 5, "shot": 1, "queries": 2, "episodes_per_epoch": 2, "epochs": 2
 CARD = {
     "method": "ProtoNet", "protocol": "few_shot", "primary_metric": "lake_oneshot_runs",
     "dataset": "Omniglot background (30 alphabets, 964 characters x 4 rotations), 28x28",
-    "splits": OMNIGLOT_SPLITS, "data_license": OMNIGLOT_LICENSE,
+    "splits": OMNIGLOT_SPLITS, "preprocessing": OMNIGLOT_PREPROCESSING, "data_license": OMNIGLOT_LICENSE,
     "anchor": "Snell et al. 2017 (Vinyals split, 28x28): 98.8% 5-way 1-shot, 99.7% 5-way 5-shot, "
               "96.0% 20-way 1-shot, 98.9% 20-way 5-shot",
     "paper": "Snell, Swersky & Zemel 2017, Prototypical Networks for Few-shot Learning, NeurIPS, arXiv:1703.05175",

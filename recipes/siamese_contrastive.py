@@ -32,7 +32,8 @@ from zoo.data.augment import characters
 from zoo.data.samplers import PairSampler
 from zoo.export import publish
 from zoo.methods.siamese import Siamese
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, compile_with_cosine_decay, embed, omniglot_few_shot,
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
+                        OMNIGLOT_SPLITS, compile_with_cosine_decay, embed, omniglot_few_shot,
                         parse_config, print_metrics, train)
 
 
@@ -59,6 +60,7 @@ SMOKE = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 16, "filters": 8, "cha
 CARD = {
     "method": "Siamese", "protocol": "few_shot", "primary_metric": "lake_oneshot_runs",
     "dataset": "Omniglot background (964 characters, 28x28)", "splits": OMNIGLOT_SPLITS,
+    "preprocessing": OMNIGLOT_PREPROCESSING,
     "data_license": OMNIGLOT_LICENSE,
     "anchor": "Koch et al. 2015: 92.0% on Lake's 20-way one-shot runs (105x105, affine distortions)",
     "paper": "Hadsell, Chopra, LeCun 2006 (contrastive loss); Koch, Zemel, Salakhutdinov 2015 (Siamese one-shot)",

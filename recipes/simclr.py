@@ -18,7 +18,8 @@ import keras
 from zoo import backbones
 from zoo.data.augment import characters
 from zoo.methods.simclr import SimCLR
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
+                        OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
                         background_views, compile_with_cosine_decay, parse_config, publish_few_shot, train)
 
 
@@ -34,7 +35,7 @@ SMOKE = {**SELF_SUPERVISED_SMOKE, "projection": "32-16"}
 CARD = {
     "method": "SimCLR", "protocol": "self_supervised", "primary_metric": "5way1shot",
     "dataset": "Omniglot background (30 alphabets, 19,280 images), 28x28, labels unused",
-    "splits": OMNIGLOT_SPLITS, "data_license": OMNIGLOT_LICENSE,
+    "splits": OMNIGLOT_SPLITS, "preprocessing": OMNIGLOT_PREPROCESSING, "data_license": OMNIGLOT_LICENSE,
     "anchor": "unsupervised Omniglot 5-way 1-shot, conv4: UMTRA (Khodadadeh et al. 2019) 83.8%",
     "paper": "Chen, Kornblith, Norouzi & Hinton 2020, A Simple Framework for Contrastive Learning of Visual "
              "Representations, ICML, arXiv:2002.05709",

@@ -2,9 +2,11 @@
 
 import json
 
-import matplotlib.image
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from zoo.cli import main
 from zoo.runtime import OnnxEmbedder
@@ -26,7 +28,9 @@ def root(tmp_path_factory):
     model = keras.Model(images, layers.UnitNormalization()(layers.Dense(4)(x)))
     root = tmp_path_factory.mktemp("exports")
     card = dict(method="Triplet", dataset="synthetic", splits={"test": "synthetic/test"}, primary_metric="accuracy",
-                protocol="verification", recipe="pytest", paper="none", data_license="none")
+                protocol="verification", recipe="pytest", paper="none", data_license="none",
+                preprocessing={"color": "rgb", "background": [255, 255, 255], "fit": "pad",
+                               "resize": {"method": "box", "size": [H, W]}})
     publish("tiny", model, card=card, metrics={"accuracy": 0.75}, threshold=THRESHOLD, int8=False, root=root)
     return root
 
@@ -41,10 +45,16 @@ def _images(n, seed):
     return np.random.default_rng(seed).integers(0, 256, (n, H, W, C), dtype=np.uint8)
 
 
-def test_list_and_info(zoo_env, root, capsys):
+def test_list_prints_aligned_columns_and_info(zoo_env, root, capsys):
     assert main(["list"]) == 0
-    out = capsys.readouterr().out
-    assert "tiny" in out and "Triplet" in out and "accuracy=0.7500" in out
+    header, row = capsys.readouterr().out.splitlines()
+    columns = ["name", "method", "input", "D", "primary metric", "int8", "dataset"]
+    assert header.split() == ["name", "method", "input", "D", "primary", "metric", "int8", "dataset"]
+    assert row.split() == ["tiny", "Triplet", "8x8x3", "4", "accuracy", "0.750", "no", "synthetic"]
+    # Each column starts where its heading does (D is right-aligned under its heading).
+    for heading, cell in zip(columns, ["tiny", "Triplet", "8x8x3", None, "accuracy 0.750", "no", "synthetic"]):
+        if cell:
+            assert row.index(cell) == header.index(heading), heading
     assert main(["info", "tiny"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads((root / "tiny" / "card.json").read_text())
     assert main(["info", "tin"]) == 1
@@ -57,54 +67,117 @@ def test_list_empty_root(tmp_path, monkeypatch, capsys):
     assert "no published entries" in capsys.readouterr().out
 
 
-def test_embed_npy_npz_and_png(zoo_env, tmp_path):
-    batch, single, png = _images(3, 1), _images(1, 2)[0], _images(1, 3)[0]
+def test_embed_files_of_any_size_and_arrays_in_argument_order(zoo_env, tmp_path):
+    batch, single = _images(3, 1), _images(1, 2)[0]
+    big = np.random.default_rng(3).integers(0, 256, (21, 13, 3), dtype=np.uint8)
     np.save(tmp_path / "batch.npy", batch)
     np.savez(tmp_path / "single.npz", images=single)
-    matplotlib.image.imsave(tmp_path / "img.png", png)
+    Image.fromarray(big).save(tmp_path / "big.png")
+    Image.fromarray(single).save(tmp_path / "same.png")
     out = tmp_path / "emb.npy"
-    files = [str(tmp_path / f) for f in ("batch.npy", "single.npz", "img.png")]
+    files = [str(tmp_path / f) for f in ("big.png", "batch.npy", "single.npz", "same.png")]
     assert main(["embed", "tiny", *files, "--out", str(out)]) == 0
-    expected = zoo_env.embed(np.concatenate([batch, single[None], png[None]]))
+    expected = zoo_env.embed([big, *batch, single, single])  # the runtime's contract, image by image
     np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+    # The contract: pad the 21x13 picture to a square with the background, then Pillow's BOX to 8x8.
+    padded = np.full((21, 21, 3), 255, np.uint8)
+    padded[:, 4:17] = big
+    boxed = np.asarray(Image.fromarray(padded).resize((W, H), Image.BOX))
+    np.testing.assert_allclose(np.load(out)[0], zoo_env.embed(boxed)[0], atol=1e-6)
 
 
-def test_embed_errors(zoo_env, tmp_path, capsys):
-    np.save(tmp_path / "wrong.npy", np.zeros((2, 9, 9, 3)))
-    assert main(["embed", "tiny", str(tmp_path / "wrong.npy"), "--out", str(tmp_path / "e.npy")]) == 1
-    assert "expected images of shape (B, 8, 8, 3)" in capsys.readouterr().err
-    assert main(["embed", "tiny", str(tmp_path / "missing.png"), "--out", str(tmp_path / "e.npy")]) == 1
-    assert "missing.png" in capsys.readouterr().err
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_bad_files_get_one_line_naming_them(zoo_env, tmp_path, capsys):
+    out = str(tmp_path / "e.npy")
+    (tmp_path / "text.jpg").write_text("not a picture")
+    assert main(["embed", "tiny", str(tmp_path / "text.jpg"), "--out", out]) == 1
+    _one_line_error(capsys, "text.jpg", "not an image file")
+    jpeg = tmp_path / "whole.jpg"
+    Image.fromarray(_images(1, 7)[0]).resize((64, 64)).save(jpeg, quality=90)
+    (tmp_path / "cut.jpg").write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 2])
+    assert main(["embed", "tiny", str(tmp_path / "cut.jpg"), "--out", out]) == 1
+    _one_line_error(capsys, "cut.jpg", "truncated")
+    assert main(["embed", "tiny", str(tmp_path / "missing.png"), "--out", out]) == 1
+    _one_line_error(capsys, "missing.png")
+    np.save(tmp_path / "five.npy", np.zeros((1, 2, 8, 8, 3)))
+    assert main(["embed", "tiny", str(tmp_path / "five.npy"), "--out", out]) == 1
+    _one_line_error(capsys, "expected images as (B, H, W, C)")
+    (tmp_path / "empty").mkdir()
+    assert main(["search", "tiny", str(jpeg), "--gallery", str(tmp_path / "empty")]) == 1
+    _one_line_error(capsys, "empty", "no image files")
+    assert main(["classify", "tiny", str(jpeg), "--support", str(tmp_path / "empty")]) == 1
+    _one_line_error(capsys, "no class subfolders")
+    assert main(["embed", "nope", str(jpeg), "--out", out]) == 1
+    _one_line_error(capsys, "no zoo entry 'nope'")
     assert not (tmp_path / "e.npy").exists()
 
 
-def test_verify(zoo_env, tmp_path, capsys):
-    a, b = _images(4, 4), _images(4, 5)
-    b[0] = a[0]
-    np.save(tmp_path / "a.npy", a)
-    np.save(tmp_path / "b.npy", b)
-    assert main(["verify", "tiny", str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+def test_verify_json_and_text(zoo_env, tmp_path, capsys):
+    a, b = _images(1, 4)[0], _images(1, 5)[0]
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(b).save(tmp_path / "b.png")
+    assert main(["verify", "tiny", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     same, distances = zoo_env.verify(a, b)
-    assert len(lines) == 4 and lines[0].startswith("same: distance 0.0000")
-    for line, s, d in zip(lines, same, distances):
-        assert line == f"{'same' if s else 'different'}: distance {d:.4f} (threshold {THRESHOLD:.4f})"
+    assert result == {"same": bool(same[0]), "distance": pytest.approx(float(distances[0]), abs=1e-6),
+                      "threshold": THRESHOLD}
+    assert main(["verify", "tiny", str(tmp_path / "a.png"), str(tmp_path / "a.png")]) == 0
+    assert capsys.readouterr().out.strip() == f"same: distance 0.0000 (threshold {THRESHOLD:.4f})"
 
 
-def test_search_gallery_folder(zoo_env, tmp_path, capsys):
+def _class_folders(root, classes, per_class, seed):
+    """DIR/<class>/<i>.png: each class a colour with noise, so classes are apart and members close."""
+    rng = np.random.default_rng(seed)
+    for c, colour in enumerate(classes):
+        (root / colour).mkdir(parents=True)
+        for i in range(per_class):
+            base = np.zeros((H, W, C)) + 200 * np.eye(3)[c]
+            Image.fromarray(np.clip(base + rng.normal(0, 8, (H, W, C)), 0, 255).astype(np.uint8)).save(
+                root / colour / f"{i}.png")
+
+
+def test_classify_support_folder_against_the_runtime(zoo_env, tmp_path, capsys):
+    from zoo.runtime import few_shot_classify, read_image
+
+    _class_folders(tmp_path / "support", ["red", "green", "blue"], 3, seed=0)
+    _class_folders(tmp_path / "queries", ["red", "green", "blue"], 2, seed=1)
+    queries = sorted(str(p) for p in (tmp_path / "queries").rglob("*.png"))
+    assert main(["classify", "tiny", *queries, "--support", str(tmp_path / "support"), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    support = sorted((tmp_path / "support").rglob("*.png"))
+    expected = few_shot_classify(zoo_env, [read_image(p) for p in support], [p.parent.name for p in support],
+                                 [read_image(q) for q in queries])
+    assert [r["class"] for r in results] == list(expected)
+    assert [r["class"] for r in results] == [Path(q).parent.name for q in queries]
+    for r in results:
+        assert r["query"] in queries and 0 < r["confidence"] <= 1
+        assert min(r["distances"], key=r["distances"].get) == r["class"]
+
+
+def test_search_gallery_folder_json(zoo_env, tmp_path, capsys):
     gallery = _images(6, 6)
     folder = tmp_path / "gallery"
     folder.mkdir()
     for i, image in enumerate(gallery):
-        matplotlib.image.imsave(folder / f"g{i}.png", image)
-    np.save(tmp_path / "q.npy", gallery[2])
-    assert main(["search", "tiny", str(tmp_path / "q.npy"), "--gallery", str(folder), "-k", "3"]) == 0
+        Image.fromarray(image).save(folder / f"g{i}.png")
+    queries = [str(folder / "g2.png"), str(folder / "g4.png")]
+    assert main(["search", "tiny", *queries, "--gallery", str(folder), "-k", "3", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    indices, distances = zoo_env.search(gallery[[2, 4]], gallery, k=3)
+    for result, query, row, dist in zip(results, queries, indices, distances):
+        assert result["query"] == query
+        assert [n["path"] for n in result["neighbours"]] == [str(folder / f"g{i}.png") for i in row]
+        np.testing.assert_allclose([n["distance"] for n in result["neighbours"]], dist, atol=1e-5)
+        assert result["neighbours"][0]["path"] == query  # each image is its own nearest neighbour
+    assert main(["search", "tiny", queries[0], "--gallery", str(folder), "-k", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
-    indices, distances = zoo_env.search(gallery[2], gallery, k=3)
-    assert out[0] == "query 0:"
-    assert out[1:] == [f"  {r:>2}. g{i}.png  distance {d:.4f}"
-                       for r, (i, d) in enumerate(zip(indices[0], distances[0]), 1)]
-    assert indices[0, 0] == 2
+    assert out[0] == f"{queries[0]}:" and out[1].startswith(f"   1. {queries[0]}  distance 0.0000")
 
 
 def test_report_empty_root_and_failed_entry(zoo_env, root, tmp_path, monkeypatch, capsys):

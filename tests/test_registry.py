@@ -30,6 +30,7 @@ CARD = {
     "towers": {"embedder": {"input": "images", "shape": [48, 48, 3], "dtype": "float32", "onnx": "embedder.onnx",
                             "keras": "embedder.keras", "saved_model": "saved_model"}},
     "int8": {"fp32": 0.81, "int8": 0.8, "kept": True, "calibration_images": 256}, "extras": {},
+    "preprocessing": {"color": "rgb", "fit": "pad", "resize": {"method": "box", "size": [48, 48]}},
     "files": {"a.bin": SHA_ABC, "sub/empty.bin": SHA_EMPTY},
 }
 
@@ -226,3 +227,15 @@ def test_load_reports_missing_file(entry):
     os.remove(root / "tiny" / "saved_model" / "saved_model.pb")
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
         registry.load("tiny", root=root)
+
+
+@pytest.mark.parametrize("contract, message", [
+    ({"color": "grey", "resize": {"size": [48, 48]}}, "preprocessing.color must be rgb"),
+    ({"color": "rgb", "resize": {"size": [28, 28]}}, r"preprocessing.resize.size must be \[48, 48\]"),
+    ({"color": "rgb", "fit": "squash", "resize": {"size": [48, 48]}}, "preprocessing.fit must be"),
+    ({"color": "rgb", "resize": {"size": [48, 48]}, "face": {"template": [[0, 0]], "frame": [9, 9]}},
+     "5-point template"),
+])
+def test_card_refuses_a_contract_that_does_not_fit_its_input(contract, message):
+    with pytest.raises(ValueError, match=message):
+        Card.from_json({**CARD, "preprocessing": contract})

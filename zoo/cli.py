@@ -1,20 +1,26 @@
-"""`zoo` command line: list, inspect and run published embedders; build the report; benchmark.
+"""`zoo` command line: list, inspect and run published embedders on files; build the report; benchmark.
 
     zoo list
     zoo info facenet_triplet
-    zoo embed facenet_triplet a.png b.jpg batch.npy --out embeddings.npy
-    zoo verify facenet_triplet a.png b.png
-    zoo search protonet --gallery chars/ query.png -k 5
+    zoo embed facenet_triplet a.jpg b.png --out embeddings.npy
+    zoo verify facenet_triplet a.jpg b.jpg [--json]
+    zoo classify protonet --support examples/ query.png [--json]
+    zoo zero-shot clip --classes "cat,dog,car" photo.png [--json]
+    zoo search protonet query.png --gallery chars/ -k 5 [--json]
     zoo report [--out report] [--quick]
     zoo bench [--entry NAME] [--quick]
 
-`embed`, `verify` and `search` run on onnxruntime (zoo.runtime) and import neither Keras nor
-TensorFlow. The zoo root is `exports/`, or $ZOO_EXPORTS.
+Files of any size and format go through the entry's preprocessing contract (`zoo.runtime.contract`):
+decoded with Pillow, alpha flattened, faces detected and aligned for face entries, resized as the
+training data was. `embed`, `verify`, `classify`, `zero-shot` and `search` run on onnxruntime
+(zoo.runtime) and import neither Keras nor TensorFlow. Bad input gets one line on stderr and exit
+status 1. The zoo root is `exports/`, or $ZOO_EXPORTS.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -22,81 +28,55 @@ import numpy as np
 
 from zoo import registry
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES = (".npy", ".npz")
 
 
-def read_images(path, input_shape) -> np.ndarray:
-    """Read images from a .npy/.npz array or a PNG/JPEG file, as float32 (B, H, W, C) pixels 0..255.
-
-    Grey files feed colour models by repeating the channel; colour files feed grey models by
-    averaging RGB. The size is not changed: a file of another size is an error.
-
-    Args:
-        path: str | Path. the file; a .npz holds its images under "images" or as its only array.
-        input_shape: tuple[int, int, int]. (H, W, C) the embedder expects.
-    """
+def read_array(path) -> np.ndarray:
+    """Images stored as an array: a .npy, or a .npz holding "images" or a single array."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such image file: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        x = np.load(path, allow_pickle=False)
-    elif suffix == ".npz":
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
         with np.load(path, allow_pickle=False) as archive:
             if "images" in archive.files:
-                x = archive["images"]
-            elif len(archive.files) == 1:
-                x = archive[archive.files[0]]
-            else:
-                raise ValueError(f"{path}: expected an 'images' array or a single array, got {archive.files}")
-    elif suffix in IMAGE_SUFFIXES:
-        import matplotlib.image
-
-        x = matplotlib.image.imread(path)
-        # matplotlib reads PNG as float 0..1 and JPEG as uint8 0..255.
-        if x.dtype.kind == "f":
-            x = np.round(x * 255.0)
-        x = _match_channels(x, input_shape[2], path)[None]
-    else:
-        raise ValueError(f"{path}: expected a {', '.join(ARRAY_SUFFIXES + IMAGE_SUFFIXES)} file")
-    return np.asarray(x)
+                return archive["images"]
+            if len(archive.files) == 1:
+                return archive[archive.files[0]]
+            raise ValueError(f"{path}: expected an 'images' array or a single array, got {archive.files}")
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable numpy file ({err})") from None
 
 
-def _match_channels(x, channels, path):
-    if x.ndim == 3 and x.shape[2] == 4:
-        x = x[..., :3]  # alpha dropped
-    if channels == 1:
-        return x.mean(axis=2, keepdims=True) if x.ndim == 3 else x[..., None]
-    if channels == 3 and x.ndim == 2:
-        return np.repeat(x[..., None], 3, axis=2)
-    if x.ndim == 3 and x.shape[2] == channels:
-        return x
-    raise ValueError(f"{path}: image of shape {x.shape} cannot feed a model with {channels} channels")
+def _embed_paths(embedder, paths, face_index=0, align=True) -> np.ndarray:
+    """(N, D) embeddings of image files and .npy/.npz image arrays, rows in argument order."""
+    rows, files = [], []
+
+    def flush():
+        if files:
+            rows.append(embedder.embed_files(files, face_index=face_index, align=align))
+            files.clear()
+
+    for path in map(Path, paths):
+        if path.suffix.lower() in ARRAY_SUFFIXES:
+            flush()
+            rows.append(embedder.embed(read_array(path), face_index=face_index, align=align))
+        else:
+            files.append(path)
+    flush()
+    return np.concatenate(rows)
 
 
-def _read_many(paths, input_shape) -> np.ndarray:
-    arrays = []
-    for p in paths:
-        x = read_images(p, input_shape)
-        if x.ndim == len(input_shape):  # one image in a .npy
-            x = x[None]
-        arrays.append(x.astype(np.float32))
-    return np.concatenate(arrays)
-
-
-def _embedder(name):
+def _embedder(name, cls=None):
     from zoo.runtime import OnnxEmbedder
 
     registry.info(name)  # KeyError with suggestions for an unknown name
-    return OnnxEmbedder(registry.exports_dir() / name)
+    return (cls or OnnxEmbedder)(registry.exports_dir() / name)
 
 
-def _gallery_files(directory: Path) -> list[Path]:
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + (".npy",))
-    if not files:
-        raise ValueError(f"{directory}: expected image files ({', '.join(IMAGE_SUFFIXES)}, .npy), found none")
-    return files
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2))
 
 
 def cmd_list(args):
@@ -107,13 +87,19 @@ def cmd_list(args):
     if not names:
         print(f"no published entries in {registry.exports_dir()} (run a recipe, e.g. python recipes/protonet.py)")
         return
-    print(f"{'name':<22}{'method':<18}{'dataset':<28}{'protocol':<17}{'primary metric':<34}{'D':>5}")
+    rows = [("name", "method", "input", "D", "primary metric", "int8", "dataset")]
     for name in names:
         card = registry.info(name)
         value = card.metrics[card.primary_metric]
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        shown = f"{card.primary_metric}={value:.4f}" if number else card.primary_metric
-        print(f"{name:<22}{card.method:<18}{card.dataset:<28}{card.protocol:<17}{shown:<34}{card.embedding_dim:>5}")
+        dataset = card.dataset if len(card.dataset) <= 48 else card.dataset[:45] + "..."
+        rows.append((name, card.method, "x".join(map(str, card.input_shape)), str(card.embedding_dim),
+                     f"{card.primary_metric} {value:.3f}" if number else card.primary_metric,
+                     "yes" if (card.int8 or {}).get("kept") else "no", dataset))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+              .rstrip())
 
 
 def cmd_readme(args):
@@ -133,39 +119,124 @@ def cmd_info(args):
 
 def cmd_embed(args):
     embedder = _embedder(args.name)
-    embeddings = embedder.embed(_read_many(args.images, embedder.input_shape))
-    np.save(args.out, embeddings)
-    print(f"wrote {args.out}: {embeddings.shape[0]} embeddings of dimension {embeddings.shape[1]}")
+    embeddings = _embed_paths(embedder, args.images, args.face, not args.no_align)
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp.npy")
+    np.save(tmp, embeddings)
+    tmp.replace(out)
+    print(f"wrote {out}: {embeddings.shape[0]} embeddings of dimension {embeddings.shape[1]}")
 
 
 def cmd_verify(args):
     embedder = _embedder(args.name)
-    a = _read_many([args.a], embedder.input_shape)
-    b = _read_many([args.b], embedder.input_shape)
-    same, distances = embedder.verify(a, b)
-    for s, d in zip(same, distances):
-        verdict = "same" if s else "different"
-        print(f"{verdict}: distance {d:.4f} (threshold {embedder.threshold:.4f})")
+    if embedder.threshold is None:
+        raise ValueError(f"entry {args.name!r} has no verification threshold; pick a verification entry "
+                         "(zoo list: protocol verification)")
+    a, b = _embed_paths(embedder, [args.a], args.face, not args.no_align), \
+        _embed_paths(embedder, [args.b], args.face, not args.no_align)
+    if len(a) != len(b):
+        raise ValueError(f"expected as many images in {args.a} as in {args.b}, got {len(a)} and {len(b)}")
+    distances = np.linalg.norm(a - b, axis=1)
+    results = [{"same": bool(d <= embedder.threshold), "distance": float(d), "threshold": embedder.threshold}
+               for d in distances]
+    if args.json:
+        _print_json(results[0] if len(results) == 1 else results)
+        return
+    for r in results:
+        print(f"{'same' if r['same'] else 'different'}: distance {r['distance']:.4f} "
+              f"(threshold {r['threshold']:.4f})")
+
+
+def support_folder(folder) -> tuple[list[Path], list[str]]:
+    """Few-shot examples from a folder of class subfolders: (files, class names), each class's files sorted."""
+    from zoo.runtime import image_files
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (expected DIR/<class>/<images>)")
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise ValueError(f"{folder}: no class subfolders (expected DIR/<class>/<images>, one folder per class)")
+    files, labels = [], []
+    for c in classes:
+        found = image_files(c)
+        files += found
+        labels += [c.name] * len(found)
+    return files, labels
+
+
+def _softmax(logits) -> np.ndarray:
+    logits = logits - logits.max(axis=1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+
+def cmd_classify(args):
+    from zoo.runtime import prototype_distances
+
+    embedder = _embedder(args.name)
+    files, labels = support_folder(args.support)
+    support = embedder.embed_files(files, face_index=args.face, align=not args.no_align)  # (S, D)
+    queries = _embed_paths(embedder, args.queries, args.face, not args.no_align)  # (Q, D)
+    classes, d2 = prototype_distances(support, labels, queries)  # (C,), (Q, C)
+    # Confidence: softmax over minus squared distances, a prototypical network's class probabilities.
+    results = []
+    for query, p, d in zip(args.queries, _softmax(-d2), d2):
+        best = int(np.argmax(p))
+        results.append({"query": query, "class": str(classes[best]), "confidence": float(p[best]),
+                        "distances": {str(c): float(np.sqrt(v)) for c, v in zip(classes, d)}})
+    if args.json:
+        _print_json(results)
+        return
+    for r in results:
+        print(f"{r['query']}: {r['class']} (confidence {r['confidence']:.2f})")
+
+
+def cmd_zero_shot(args):
+    from zoo.runtime import OnnxCLIP, read_image
+
+    clip = _embedder(args.name, OnnxCLIP)
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if len(classes) < 2:
+        raise ValueError(f"--classes: expected at least two comma-separated class names, got {args.classes!r}")
+    templates = args.template or (clip.card.get("extras") or {}).get("templates") or ["{}"]
+    images = [read_image(path) for path in args.images]
+    predictions, probabilities = clip.zero_shot(images, classes, templates)
+    results = [{"image": image, "class": classes[int(i)], "probability": float(p.max()),
+                "probabilities": {c: float(v) for c, v in zip(classes, p)}}
+               for image, i, p in zip(args.images, predictions, probabilities)]
+    if args.json:
+        _print_json(results)
+        return
+    for r in results:
+        print(f"{r['image']}: {r['class']} (probability {r['probability']:.2f})")
 
 
 def cmd_search(args):
+    from zoo.runtime import image_files, nearest_neighbours
+
     embedder = _embedder(args.name)
     gallery_path = Path(args.gallery)
     if gallery_path.is_dir():
-        files = _gallery_files(gallery_path)
-        labels = [f.name for f in files]
-        gallery = _read_many(files, embedder.input_shape)
+        files = image_files(gallery_path)
+        labels = [str(f) for f in files]
+        gallery = embedder.embed_files(files, face_index=args.face, align=not args.no_align)
     elif gallery_path.is_file():
-        gallery = np.load(gallery_path, allow_pickle=False)  # images or (N, D) embeddings
-        labels = [str(i) for i in range(len(gallery))]
+        gallery = embedder.as_embeddings(read_array(gallery_path))  # images or (N, D) embeddings
+        labels = [f"{gallery_path}[{i}]" for i in range(len(gallery))]
     else:
-        raise FileNotFoundError(f"no gallery folder or .npy file at {gallery_path}")
-    queries = _read_many(args.queries, embedder.input_shape)
-    indices, distances = embedder.search(queries, gallery, k=args.k)
-    for q, (row, dist) in enumerate(zip(indices, distances)):
-        print(f"query {q}:")
-        for rank, (i, d) in enumerate(zip(row, dist), 1):
-            print(f"  {rank:>2}. {labels[i]}  distance {d:.4f}")
+        raise FileNotFoundError(f"{gallery_path}: no gallery folder or .npy file")
+    queries = _embed_paths(embedder, args.queries, args.face, not args.no_align)
+    k = min(args.k, len(labels))
+    indices, distances = nearest_neighbours(queries, gallery, k)
+    results = [{"query": q, "neighbours": [{"path": labels[i], "distance": float(d)} for i, d in zip(row, dist)]}
+               for q, row, dist in zip(args.queries, indices, distances)]
+    if args.json:
+        _print_json(results)
+        return
+    for r in results:
+        print(f"{r['query']}:")
+        for rank, n in enumerate(r["neighbours"], 1):
+            print(f"  {rank:>2}. {n['path']}  distance {n['distance']:.4f}")
 
 
 def cmd_report(args):
@@ -181,6 +252,13 @@ def cmd_bench(args):
     bench.run(args.entry, out=args.out, quick=args.quick)
 
 
+def _face_options(p) -> None:
+    p.add_argument("--face", type=int, default=0, metavar="K",
+                   help="face entries: which face of a photo with several, by size (0 = the largest)")
+    p.add_argument("--no-align", action="store_true",
+                   help="face entries: cut the card's fixed crop instead of detecting and aligning the face")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="Keras embedding zoo: published embedders.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,21 +271,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print an entry's card.json")
     p.add_argument("name")
     p.set_defaults(fn=cmd_info)
-    p = sub.add_parser("embed", help="embed images with onnxruntime and save them as .npy")
+    p = sub.add_parser("embed", help="embed image files of any size and save them as .npy")
     p.add_argument("name")
-    p.add_argument("images", nargs="+", help="PNG/JPEG files or .npy/.npz arrays")
-    p.add_argument("--out", required=True, help="output .npy file, (B, D) float32")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or .npy/.npz image arrays")
+    p.add_argument("--out", required=True, help="output .npy file, (N, D) float32, rows in argument order")
+    _face_options(p)
     p.set_defaults(fn=cmd_embed)
     p = sub.add_parser("verify", help="same identity or not, with the card's threshold")
     p.add_argument("name")
-    p.add_argument("a", help="first image (or .npy batch)")
-    p.add_argument("b", help="second image (or .npy batch of the same size)")
+    p.add_argument("a", help="first image file")
+    p.add_argument("b", help="second image file")
+    p.add_argument("--json", action="store_true", help='print {"same", "distance", "threshold"}')
+    _face_options(p)
     p.set_defaults(fn=cmd_verify)
+    p = sub.add_parser("classify", help="few-shot: nearest class prototype of a folder of examples")
+    p.add_argument("name")
+    p.add_argument("queries", nargs="+", help="image files to classify")
+    p.add_argument("--support", required=True, help="folder of class subfolders, a few images each")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per query")
+    _face_options(p)
+    p.set_defaults(fn=cmd_classify)
+    p = sub.add_parser("zero-shot", help="CLIP: classify images among class names given as text")
+    p.add_argument("name")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--classes", required=True, help='comma-separated class names, e.g. "cat,dog,car"')
+    p.add_argument("--template", action="append", help="prompt with {} for the class (repeatable; default: the "
+                   "card's prompt ensemble)")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    p.set_defaults(fn=cmd_zero_shot)
     p = sub.add_parser("search", help="nearest gallery images of each query")
     p.add_argument("name")
-    p.add_argument("queries", nargs="+", help="query images")
+    p.add_argument("queries", nargs="+", help="query image files")
     p.add_argument("--gallery", required=True, help="folder of images, or .npy of images or (N, D) embeddings")
     p.add_argument("-k", type=int, default=5, help="neighbours per query")
+    p.add_argument("--json", action="store_true", help='print [{"query", "neighbours": [{"path", "distance"}]}]')
+    _face_options(p)
     p.set_defaults(fn=cmd_search)
     p = sub.add_parser("report", help="evaluate every entry on its held-out protocol; write report/index.html")
     p.add_argument("--out", default="report", help="output folder")
@@ -231,7 +329,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args) or 0
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -285,6 +285,18 @@ def subset(data, rows=0, classes=0, seed=0):
 
 
 OMNIGLOT_SPLITS = {"train": "omniglot/background", "test": "omniglot/evaluation"}
+# The preprocessing contracts (`zoo.runtime.contract`) of the bundled sets: how `zoo/data/build_npz.py` made the
+# training arrays from the original files, so that files of any size reach the model the same way.
+OMNIGLOT_PREPROCESSING = {
+    "color": "grey", "background": [255, 255, 255], "ink": "dark", "face": None, "crop": None, "fit": "pad",
+    "resize": {"method": "box", "size": [28, 28]},
+    "source": "Omniglot 105x105 PNGs, ink 0 on paper 255, resized to 28x28 by Pillow's BOX filter",
+}
+EMOJI_PREPROCESSING = {
+    "color": "rgb", "background": [255, 255, 255], "ink": None, "face": None, "crop": None, "fit": "pad",
+    "resize": {"method": "box", "size": [64, 64]},
+    "source": "Noto emoji 64x64 RGBA PNGs composited onto white (Pillow's alpha_composite), RGB",
+}
 OMNIGLOT_LICENSE = "MIT (Omniglot, Lake et al. 2015, github.com/brendenlake/omniglot)"
 
 
@@ -367,6 +379,54 @@ def lfw_splits(identities=0) -> tuple[dict, dict]:
     _, labels = np.unique(train["labels"], return_inverse=True)  # global identity ids -> 0..C-1
     keep = labels < identities if identities else slice(None)
     return {"images": train["images"][keep], "labels": labels[keep]}, test
+
+
+def face_template(crops, frame=112) -> tuple[np.ndarray, float]:
+    """Where the training crops hold their faces: the mean MTCNN landmarks of `crops`, in pixels of a
+    `frame` x `frame` crop; returns (template (5, 2) (x, y), share of crops with a face found).
+
+    Each crop is enlarged to the frame (bilinear) and set in a canvas twice its size (edges repeated),
+    so the detector sees the face whole with margin around it.
+
+    Args:
+        crops: uint8 (N, h, w, 3). fixed crops of the training photos (the bundled LFW arrays).
+        frame: int. side of the crop in the original photos (LFW: the 112-pixel box).
+    """
+    from zoo.runtime import images as ops
+    from zoo.runtime.contract import face_detector
+
+    detector, margin, points = face_detector({"detector": "mtcnn"}), frame // 2, []
+    for crop in crops:
+        canvas = np.pad(ops.resize(crop, (frame, frame), "bilinear"), ((margin, margin), (margin, margin), (0, 0)),
+                        mode="edge")
+        faces = detector.detect(canvas)
+        if faces:
+            points.append(np.asarray(faces[0]["landmarks"], np.float64) - margin)
+    if not points:
+        raise ValueError(f"no face found in any of the {len(crops)} crops; cannot make a face template")
+    return np.mean(points, axis=0), len(points) / len(crops)
+
+
+def lfw_preprocessing(train_images, count=256, seed=0) -> dict:
+    """The LFW entries' contract: MTCNN landmarks aligned onto the template of `count` seeded training crops
+    (`face_template`) in the 112x112 frame of the LFW box, then BOX to 48x48; `--no-align` cuts the fixed box."""
+    from zoo.data.build_npz import LFW_BOX, LFW_SIZE
+    from zoo.protocols import seeded_sample
+    from zoo.runtime.faces import MTCNN_SHA256
+
+    frame = LFW_BOX[2] - LFW_BOX[0]
+    template, found = face_template(seeded_sample(train_images, count, seed), frame)
+    return {
+        "color": "rgb", "background": [255, 255, 255], "ink": None,
+        "face": {"detector": "mtcnn", "detector_sha256": MTCNN_SHA256, "min_face_size": 20, "select": "largest",
+                 "frame": [frame, frame], "template": np.round(template, 3).tolist(),
+                 "landmarks": ["left eye", "right eye", "nose", "mouth left", "mouth right"],
+                 "template_from": f"mean MTCNN landmarks of {count} seeded LFW training crops (found in "
+                                  f"{found:.3f} of them)"},
+        "crop": {"frame": [250, 250], "box": list(LFW_BOX)}, "fit": "center_crop",
+        "resize": {"method": "box", "size": [LFW_SIZE, LFW_SIZE]},
+        "source": "LFW 250x250 JPEGs, box (69, 72)-(181, 184) cut, resized to 48x48 by Pillow's BOX filter",
+    }
 
 
 def face_resnet(widths, embedding_dim):

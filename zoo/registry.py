@@ -54,6 +54,9 @@ class Card:
             "golden_min_cosine", "scheme", "cpu" and "validated_on" (the CPU classes of `zoo.runtime.int8_cpu_class`
             the gate passed on). See `zoo.export.int8_gate`.
         extras: dict. method-specific settings, e.g. tokenizer settings.
+        preprocessing: dict | None. the preprocessing contract: how a decoded image file becomes the image
+            input (colour, alpha background, ink, face alignment or crop, fit, resize); see `zoo.runtime.contract`.
+            None on cards published before the contract.
         files: dict. relative path -> sha256 of every other file in the folder.
     """
 
@@ -77,6 +80,7 @@ class Card:
     towers: dict
     int8: dict | None = None
     extras: dict = dataclasses.field(default_factory=dict)
+    preprocessing: dict | None = None
     files: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -109,6 +113,8 @@ class Card:
             datetime.fromisoformat(self.created)
         except ValueError:
             raise ValueError(f"{where}: created must be an ISO-8601 time, got {self.created!r}") from None
+        if self.preprocessing is not None:
+            _check_preprocessing(where, self.preprocessing, self.input_shape)
         if not self.towers:
             raise ValueError(f"{where}: towers must list at least one tower")
         for role, tower in self.towers.items():
@@ -161,6 +167,24 @@ class Card:
     def to_json(self) -> str:
         """The card as the JSON text of card.json."""
         return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+def _check_preprocessing(where, contract, input_shape) -> None:
+    """The contract must describe this entry's input: its colour mode and its resize target."""
+    h, w, c = input_shape
+    color = contract.get("color") if isinstance(contract, dict) else None
+    if color != {1: "grey", 3: "rgb"}.get(c):
+        raise ValueError(f"{where}: preprocessing.color must be {'grey' if c == 1 else 'rgb'} for input_shape "
+                         f"{list(input_shape)}, got {color!r}")
+    size = (contract.get("resize") or {}).get("size")
+    if list(size or []) != [h, w]:
+        raise ValueError(f"{where}: preprocessing.resize.size must be [{h}, {w}] (the input shape), got {size!r}")
+    if contract.get("fit", "stretch") not in ("pad", "center_crop", "stretch"):
+        raise ValueError(f"{where}: preprocessing.fit must be 'pad', 'center_crop' or 'stretch', "
+                         f"got {contract.get('fit')!r}")
+    face = contract.get("face")
+    if face and (len(face.get("template", [])) != 5 or len(face.get("frame", [])) != 2):
+        raise ValueError(f"{where}: preprocessing.face needs a 5-point template and a [h, w] frame, got {face!r}")
 
 
 def _positive_int(value) -> bool:

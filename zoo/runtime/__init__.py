@@ -1,12 +1,15 @@
 """Run published embedders with numpy and onnxruntime alone (no TensorFlow, no Keras).
 
-This module is self-contained on purpose: it reads `card.json`, checks sha256 digests and
-tokenises text with the standard library, so an app can copy `exports/<name>/` and this file
-and depend only on `numpy` and `onnxruntime`.
+This package is self-contained on purpose: it reads `card.json`, checks sha256 digests, applies the
+card's preprocessing contract (`contract.py`, `images.py`: numpy), finds faces (`faces.py`: MTCNN on
+onnxruntime, weights in `mtcnn/`) and tokenises text with the standard library, so an app can copy
+`exports/<name>/` and this folder and depend only on `numpy` and `onnxruntime` (and Pillow to decode
+files, `files.py`).
 
     from zoo.runtime import OnnxEmbedder
     e = OnnxEmbedder("exports/facenet_triplet")
-    e.embed(images)                    # (B, D) float32, L2-normalised
+    e.embed(images)                    # (B, D) float32, L2-normalised; images of any size
+    e.embed_files(["a.jpg", "b.png"])  # decoded with Pillow, then the same contract
     e.verify(a, b)                     # (same, distances) with the card's threshold
     e.search(queries, gallery, k=5)    # (indices, distances)
 """
@@ -23,8 +26,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from . import contract
+from .contract import NoFaceError
+from .files import read_image, image_files
+
 __all__ = ["OnnxEmbedder", "OnnxCLIP", "Tokenizer", "few_shot_classify", "read_card", "cpu_features",
-           "int8_cpu_class"]
+           "int8_cpu_class", "read_image", "image_files", "NoFaceError", "nearest_neighbours",
+           "prototype_distances"]
 
 _CARD_METADATA_KEY = "zoo_card"
 # Entries of the (rows, N) distance block per chunk in `search`: bounds memory for large galleries.
@@ -231,37 +239,78 @@ class OnnxEmbedder:
         """Verification threshold on the Euclidean distance of L2-normalised embeddings, or None."""
         return self.card.get("threshold")
 
-    def _as_batch(self, images) -> np.ndarray:
-        """Validate images and return them as float32 (B, H, W, C)."""
-        h, w, c = self.input_shape
-        x = np.asarray(images)
-        _check_numeric(x, "images")
-        if x.ndim == 4 and x.shape[1:] == (h, w, c):
-            pass
-        elif x.ndim == 3 and x.shape == (h, w, c):
-            x = x[None]  # one HWC image
-        elif c == 1 and x.ndim == 3 and x.shape[1:] == (h, w):
-            x = x[..., None]  # grey batch (B, H, W)
-        elif c == 1 and x.shape == (h, w):
-            x = x[None, ..., None]  # one grey image
-        else:
-            grey = f", (B, {h}, {w}) or ({h}, {w})" if c == 1 else ""
-            raise ValueError(
-                f"expected images of shape (B, {h}, {w}, {c}) or ({h}, {w}, {c}){grey}, "
-                f"got shape {x.shape}"
-            )
-        if x.shape[0] == 0:
-            raise ValueError(f"expected at least one image, got an empty batch of shape {x.shape}")
-        return x.astype(np.float32, copy=False)
+    @property
+    def preprocessing(self) -> dict:
+        """The card's preprocessing contract (see `zoo.runtime.contract`); cards older than the contract
+        get plain Pillow BOX resizing with the aspect ratio stretched."""
+        h, w, _ = self.input_shape
+        return self.card.get("preprocessing") or {"resize": {"method": "box", "size": [h, w]}, "fit": "stretch"}
 
-    def embed(self, images) -> np.ndarray:
-        """Embed images; returns (B, D) float32, L2-normalised.
+    def prepare(self, images, *, face_index=0, align=True, names=None) -> np.ndarray:
+        """Images of any size -> the model input by the card's contract: float32 (B, H, W, C).
+
+        A (B, H, W, C) array (or (B, H, W) for grey models) of the model's own shape is taken as prepared;
+        a list of arrays, or one image of another size, goes through `contract.prepare` image by image
+        (alpha flattened, face detected and aligned, colour, ink, aspect ratio, resize).
 
         Args:
-            images: array. uint8 or float pixel values 0..255, (B, H, W, C) or one (H, W, C)
-                image; (B, H, W) or (H, W) when C == 1.
+            images: array | list of arrays. uint8 or float pixel values 0..255.
+            face_index: int. face entries: which detected face, by area (0 = largest).
+            align: bool. face entries: detect and align (True), or cut the card's fixed crop (False).
+            names: list[str] | None. how errors name each image (default "image i").
         """
-        x = self._as_batch(images)  # (B, H, W, C)
+        h, w, c = self.input_shape
+        if not isinstance(images, (list, tuple)):
+            x = np.asarray(images)
+            _check_numeric(x, "images")
+            if x.ndim == 4 and x.shape[1:] == (h, w, c) or c == 1 and x.ndim == 3 and x.shape[1:] == (h, w):
+                if x.shape[0] == 0:
+                    raise ValueError(f"expected at least one image, got an empty batch of shape {x.shape}")
+                x = x.reshape(len(x), h, w, c).astype(np.float32, copy=False)
+                return np.stack([contract.prepare(i, self.preprocessing, self.input_shape) for i in x]) \
+                    if self.preprocessing.get("ink") else x
+            if x.ndim == 3 and x.shape[-1] > 4:
+                images = list(x)  # a grey batch (B, H, W) of another size
+            elif x.ndim in (2, 3):
+                images = [x]  # one image
+            elif x.ndim == 4:
+                images = list(x)  # a batch of another size
+            else:
+                raise ValueError(f"expected images as (B, H, W, C), (H, W, C), (H, W) or a list of those, "
+                                 f"got shape {x.shape}")
+        if len(images) == 0:
+            raise ValueError("expected at least one image, got an empty list")
+        names = names or [f"image {i}" for i in range(len(images))]
+        return np.stack([contract.prepare(image, self.preprocessing, self.input_shape, face_index=face_index,
+                                          align=align, name=name) for image, name in zip(images, names)])
+
+    def embed(self, images, *, face_index=0, align=True) -> np.ndarray:
+        """Embed images of any size; returns (B, D) float32, L2-normalised.
+
+        Args:
+            images: array | list of arrays. uint8 or float pixel values 0..255: a batch (B, H, W, C) of the
+                model's shape, one image (H, W, C) or (H, W), or a list of images of any sizes (see `prepare`).
+            face_index: int. face entries: which detected face, by area (0 = largest).
+            align: bool. face entries: detect and align the face (True), or cut the card's fixed crop.
+        """
+        x = self.prepare(images, face_index=face_index, align=align)  # (B, H, W, C)
+        return self._run(x)
+
+    def embed_files(self, paths, *, face_index=0, align=True) -> np.ndarray:
+        """Decode image files (Pillow) and embed them through the contract; (len(paths), D), in order.
+
+        Args:
+            paths: list of str | Path. image files (PNG, JPEG, ...; any size, grey, palette, alpha, 16-bit).
+            face_index: int. face entries: which detected face, by area (0 = largest).
+            align: bool. face entries: detect and align the face (True), or cut the card's fixed crop.
+        """
+        paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        if not paths:
+            raise ValueError("expected at least one image file, got none")
+        decoded = [read_image(p) for p in paths]
+        return self._run(self.prepare(decoded, face_index=face_index, align=align, names=[str(p) for p in paths]))
+
+    def _run(self, x) -> np.ndarray:
         out = [
             self._session.run([self._output_name], {self._input_name: x[i : i + self.batch_size]})[0]
             for i in range(0, len(x), self.batch_size)
@@ -285,7 +334,9 @@ class OnnxEmbedder:
         distances = np.linalg.norm(ea - eb, axis=1).astype(np.float32)  # (B,)
         return distances <= self.threshold, distances
 
-    def _as_embeddings(self, gallery) -> np.ndarray:
+    def as_embeddings(self, gallery) -> np.ndarray:
+        """(N, D) L2-normalised embeddings of a gallery: a 2-D float array with D columns is taken as embeddings
+        already, anything else as images (see `embed`)."""
         g = np.asarray(gallery)
         if g.ndim == 2 and g.dtype.kind == "f" and g.shape[1] == self.embedding_dim:
             _check_numeric(g, "gallery embeddings")
@@ -305,22 +356,34 @@ class OnnxEmbedder:
             gallery: array. N images, or (N, D) float embeddings.
             k: int. neighbours per query, 1 <= k <= N.
         """
-        q = _l2_normalize(self.embed(queries))  # (Q, D)
-        g = self._as_embeddings(gallery)  # (N, D)
-        if not 1 <= int(k) <= len(g):
-            raise ValueError(f"expected 1 <= k <= gallery size {len(g)}, got k={k}")
-        k = int(k)
-        rows = max(1, _SEARCH_CHUNK_ELEMENTS // len(g))
-        indices, distances = [], []
-        for start in range(0, len(q), rows):
-            # |q - g|^2 = 2 - 2 q.g for unit vectors; clipped against rounding below zero.
-            d2 = np.maximum(2.0 - 2.0 * q[start : start + rows] @ g.T, 0.0)  # (rows, N)
-            part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-            part_d2 = np.take_along_axis(d2, part, axis=1)
-            order = np.argsort(part_d2, axis=1, kind="stable")
-            indices.append(np.take_along_axis(part, order, axis=1))
-            distances.append(np.sqrt(np.take_along_axis(part_d2, order, axis=1)))
-        return np.concatenate(indices).astype(np.int64), np.concatenate(distances).astype(np.float32)
+        return nearest_neighbours(self.embed(queries), self.as_embeddings(gallery), k)
+
+
+def nearest_neighbours(queries, gallery, k=5):
+    """The k gallery rows nearest to each query row (Euclidean on L2-normalised embeddings), exactly.
+
+    Returns (indices: int64 (Q, k), distances: float32 (Q, k)), nearest first; ties keep gallery order.
+
+    Args:
+        queries: (Q, D) float embeddings.
+        gallery: (N, D) float embeddings.
+        k: int. neighbours per query, 1 <= k <= N.
+    """
+    q, g = _l2_normalize(np.asarray(queries, np.float32)), _l2_normalize(np.asarray(gallery, np.float32))
+    if not 1 <= int(k) <= len(g):
+        raise ValueError(f"expected 1 <= k <= gallery size {len(g)}, got k={k}")
+    k = int(k)
+    rows = max(1, _SEARCH_CHUNK_ELEMENTS // len(g))
+    indices, distances = [], []
+    for start in range(0, len(q), rows):
+        # |q - g|^2 = 2 - 2 q.g for unit vectors; clipped against rounding below zero.
+        d2 = np.maximum(2.0 - 2.0 * q[start : start + rows] @ g.T, 0.0)  # (rows, N)
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        part_d2 = np.take_along_axis(d2, part, axis=1)
+        order = np.argsort(part_d2, axis=1, kind="stable")
+        indices.append(np.take_along_axis(part, order, axis=1))
+        distances.append(np.sqrt(np.take_along_axis(part_d2, order, axis=1)))
+    return np.concatenate(indices).astype(np.int64), np.concatenate(distances).astype(np.float32)
 
 
 def few_shot_classify(embedder, support_images, support_labels, query_images) -> np.ndarray:
@@ -336,8 +399,23 @@ def few_shot_classify(embedder, support_images, support_labels, query_images) ->
     Returns:
         (Q,) array of labels taken from `support_labels`.
     """
-    labels = np.asarray(support_labels)
     support = embedder.embed(support_images)  # (S, D)
+    classes, d2 = prototype_distances(support, support_labels, embedder.embed(query_images))
+    return classes[np.argmin(d2, axis=1)]
+
+
+def prototype_distances(support, support_labels, queries):
+    """Squared Euclidean distances from query embeddings to class prototypes (mean support embeddings).
+
+    Returns (classes: the sorted distinct labels (C,), distances: float64 (Q, C)).
+
+    Args:
+        support: (S, D) support embeddings.
+        support_labels: (S,) their labels, any dtype.
+        queries: (Q, D) query embeddings.
+    """
+    labels = np.asarray(support_labels)
+    support = np.asarray(support, np.float64)
     if labels.ndim != 1 or len(labels) != len(support):
         raise ValueError(
             f"expected one label per support image ({len(support)}), got labels of shape {labels.shape}"
@@ -346,11 +424,9 @@ def few_shot_classify(embedder, support_images, support_labels, query_images) ->
     prototypes = np.zeros((len(classes), support.shape[1]), np.float64)  # (C, D)
     np.add.at(prototypes, inverse, support)
     prototypes /= np.bincount(inverse, minlength=len(classes))[:, None]
-    query = embedder.embed(query_images).astype(np.float64)  # (Q, D)
-    d2 = (
-        np.sum(query**2, 1)[:, None] - 2.0 * query @ prototypes.T + np.sum(prototypes**2, 1)[None]
-    )  # (Q, C)
-    return classes[np.argmin(d2, axis=1)]
+    query = np.asarray(queries, np.float64)  # (Q, D)
+    d2 = np.sum(query**2, 1)[:, None] - 2.0 * query @ prototypes.T + np.sum(prototypes**2, 1)[None]  # (Q, C)
+    return classes, np.maximum(d2, 0.0)
 
 
 class Tokenizer:
