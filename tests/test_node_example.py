@@ -56,7 +56,8 @@ def test_zero_shot_example_answers_as_the_runtime(node_example, tmp_path):
         tmp_path / "emoji.png")
     classes = ["smileys and emotion", "animals and nature", "food and drink"]
     folder = registry.exports_dir() / "clip"
-    result = json.loads(node(node_example, "zero_shot.mjs", str(folder), str(tmp_path / "emoji.png"), ",".join(classes)))
+    result = json.loads(node(node_example, "zero_shot.mjs", str(folder), str(tmp_path / "emoji.png"),
+                             ",".join(classes)))
     clip = OnnxCLIP(folder)
     predictions, probabilities = clip.zero_shot(image, classes, clip.card["extras"]["templates"])
     assert result["class"] == classes[predictions[0]]

@@ -7,6 +7,7 @@
     zoo classify protonet --support examples/ query.png [--json]
     zoo zero-shot clip --classes "cat,dog,car" photo.png [--json]
     zoo search protonet query.png --gallery chars/ -k 5 [--json]
+    zoo serve [--host 127.0.0.1] [--port 8000] [--galleries DIR]
     zoo report [--out report] [--quick]
     zoo bench [--entry NAME] [--quick]
 
@@ -239,6 +240,14 @@ def cmd_search(args):
             print(f"  {rank:>2}. {n['path']}  distance {n['distance']:.4f}")
 
 
+def cmd_serve(args):
+    from zoo.serve import serve
+
+    if args.galleries and not Path(args.galleries).is_dir():
+        raise FileNotFoundError(f"--galleries {args.galleries}: no such folder")
+    serve(host=args.host, port=args.port, root=args.root, galleries=args.galleries)
+
+
 def cmd_report(args):
     from zoo import report
 
@@ -307,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print [{"query", "neighbours": [{"path", "distance"}]}]')
     _face_options(p)
     p.set_defaults(fn=cmd_search)
+    p = sub.add_parser("serve", help="the web page and its JSON API (verify, classify, search)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--root", default=None, help="zoo root (default: exports/ or $ZOO_EXPORTS)")
+    p.add_argument("--galleries", default=None, help="folder whose subfolders the page may search as galleries")
+    p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("report", help="evaluate every entry on its held-out protocol; write report/index.html")
     p.add_argument("--out", default="report", help="output folder")
     p.add_argument("--quick", action="store_true", help="fewer episodes and images (minutes -> seconds)")
