@@ -21,7 +21,8 @@ from zoo.data.augment import characters
 from zoo.methods.barlow_twins import BarlowTwins
 from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
                         OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
-                        background_views, compile_with_cosine_decay, parse_config, publish_few_shot, train)
+                        background_views, compile_with_cosine_decay, omniglot_data, parse_config, publish_few_shot,
+                        train)
 
 
 @dataclass
@@ -45,10 +46,10 @@ CARD = {
 }
 
 
-def build(config):
+def build(config, train=None):
     """The compiled BarlowTwins model of `config`, its sampler over the background images, no callbacks."""
     keras.utils.set_random_seed(config.seed)
-    sampler = background_views(config)
+    sampler = background_views(config, train=train)
     model = BarlowTwins(backbones.conv4((28, 28, 1)), characters(28, seed=config.seed),
                         lambd=config.lambd, projection=config.projection)
     return compile_with_cosine_decay(model, config), sampler, []
@@ -56,12 +57,13 @@ def build(config):
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
-    model, sampler, callbacks = build(config)
+    own = omniglot_data(args, config)  # None: the bundled alphabets
+    model, sampler, callbacks = build(config, own and own[0])
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.batch_size,
                 callbacks=callbacks, argv=argv)
     extras = {"augmentation": "zoo.data.augment.characters(28)", "projector_dropped": config.projection,
               "distance": "squared Euclidean between L2-normalised embeddings and prototypes"}
-    return publish_few_shot(model.embedder, config, args, run, {**CARD, "recipe": run.command, "extras": extras},
+    return publish_few_shot(model.embedder, config, args, run, {**CARD, "recipe": run.command, "extras": extras}, own,
                             views_per_image=2)
 
 

@@ -28,8 +28,8 @@ from zoo import backbones, protocols
 from zoo.data.augment import square_crops
 from zoo.export import publish
 from zoo.methods.clip import CLIP
-from zoo.recipe import EMOJI_PREPROCESSING, embed, parse_config, print_metrics, train
-from zoo.runtime import Tokenizer
+from zoo.recipe import EMOJI_PREPROCESSING, embed, parse_config, print_metrics, train, user_card, user_data
+from zoo.runtime import OnnxCLIP, Tokenizer
 
 
 @dataclass
@@ -58,6 +58,7 @@ SMOKE = {"epochs": 2, "limit": 64, "batch_size": 32, "widths": "16-32", "text_wi
 # Prompt ensembles for zero-shot classification, averaged in embedding space.
 TEMPLATES = ("{}", "an emoji of {}", "a picture of {}", "{} emoji")
 
+CLIP_KERAS = "image_encoder.keras"  # the parent's weights file whose sha256 a fine-tuned card records
 CARD = {
     "method": "CLIP", "protocol": "zero_shot", "primary_metric": "image_to_text_recall@5",
     "dataset": "emoji (Noto) train + COCO mini train",
@@ -77,15 +78,16 @@ def resize(images, size):
     return np.clip(keras.ops.convert_to_numpy(out), 0, 255)
 
 
-def build(config):
-    """The compiled CLIP model of `config`, its training pairs (images, token_ids) and no callbacks."""
+def build(config, train=None):
+    """The compiled CLIP model of `config`, its training pairs (images, token_ids) and no callbacks; the pairs of
+    the user's captions.csv folder when `train` is given."""
     keras.utils.set_random_seed(config.seed)
     tokenizer = Tokenizer(config.context_length)
     # Training pairs: emoji (image, name) and COCO (image, caption) for each of its 5 captions.
-    emoji_train = zoo.data.load("emoji", "train")
+    emoji_train = zoo.data.load("emoji", "train") if train is None else train
     images = [resize(emoji_train["images"], config.image_size)]
     captions = [emoji_train["captions"]]
-    if config.use_coco:
+    if config.use_coco and train is None:
         coco = zoo.data.load("coco_mini", "train")
         coco_images = resize(coco["images"], config.image_size)
         images.append(np.repeat(coco_images, coco["captions"].shape[1], axis=0))
@@ -114,28 +116,44 @@ def build(config):
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
-    model, pairs, callbacks = build(config)
+    own = user_data(args, (config.image_size, config.image_size, 3), EMOJI_PREPROCESSING, seed=config.seed)
+    if own is not None and own[0]["layout"] != "captions":
+        raise ValueError(f"--data {args.data}: CLIP trains on image-text pairs; expected DIR/captions.csv "
+                         f"(columns image,caption), got a {own[0]['layout']} folder")
+    model, pairs, callbacks = build(config, own and own[0])
     towers = {"image_encoder": model.embedder, "text_encoder": model.text_embedder}
     run = train(model, pairs, config, args, images_per_epoch=len(pairs[0]), towers=towers,
                 callbacks=callbacks, batch_size=config.batch_size, shuffle=True, argv=argv)
-    # Held-out: the emoji test split, never trained on; the linear probe fits on the emoji train split.
     tokenizer = Tokenizer(config.context_length)
-    test, emoji_train = zoo.data.load("emoji", "test"), zoo.data.load("emoji", "train")
-    test = {**test, "images": resize(test["images"], config.image_size)}
-    emoji_train = {**emoji_train, "images": resize(emoji_train["images"], config.image_size)}
-    metrics = protocols.zero_shot(lambda x: embed(model.embedder, x),
-                                  lambda texts: embed(model.text_embedder, tokenizer.encode(texts)), test,
-                                  templates=TEMPLATES, train=emoji_train)
+    embed_image, embed_text = (lambda x: embed(model.embedder, x),
+                               lambda texts: embed(model.text_embedder, tokenizer.encode(texts)))
+    if own is None:
+        # Held-out: the emoji test split, never trained on; the linear probe fits on the emoji train split.
+        test, emoji_train = zoo.data.load("emoji", "test"), zoo.data.load("emoji", "train")
+        test = {**test, "images": resize(test["images"], config.image_size)}
+        emoji_train = {**emoji_train, "images": resize(emoji_train["images"], config.image_size)}
+        metrics = protocols.zero_shot(embed_image, embed_text, test, templates=TEMPLATES, train=emoji_train)
+    else:  # held-out: the image-caption pairs of your folder split off by --test-fraction
+        test = own[1]
+        metrics = protocols.image_text_retrieval(embed_image, embed_text, test)
     print_metrics(config.name, metrics)
     extras = {"tokenizer": "byte", "context_length": config.context_length,
               "logit_scale": float(keras.ops.convert_to_numpy(model.logit_scale())),
               "image_size": config.image_size, "templates": list(TEMPLATES)}
     golden_tokens = tokenizer.encode(["grinning face", "", "Ünïcödé ✓ 😀", "x" * (3 * config.context_length),
                                       str(test["captions"][0])])
-    return publish(config.name, towers, card={**CARD, "recipe": run.command, "extras": extras}, metrics=metrics,
-                   training=run.record(config, pairs=len(pairs[0])),
+    parent = None
+    if args.parent is not None:  # the parent's numbers on the same held-out pairs, to see what fine-tuning bought
+        folder, parent_card = args.parent["folder"], args.parent["card"]
+        clip = OnnxCLIP(folder)
+        parent = {"entry": parent_card.name, "folder": str(folder.resolve()), "created": parent_card.created,
+                  "sha256": parent_card.files[CLIP_KERAS], "metrics_on_held_out":
+                  protocols.image_text_retrieval(clip.encode_image, clip.encode_text, test) if own else None}
+    card = user_card({**CARD, "recipe": run.command, "extras": extras}, args, own and own[2], parent, metrics)
+    return publish(config.name, towers, card=card, metrics=metrics,
+                   training=run.record(config, pairs=len(pairs[0]), data=own and own[2]),
                    golden_inputs={"image_encoder": test["images"][:4], "text_encoder": golden_tokens},
-                   int8=not args.smoke, root=args.root)
+                   int8=not (args.smoke or args.data), root=args.root)
 
 
 if __name__ == "__main__":

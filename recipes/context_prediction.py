@@ -22,7 +22,8 @@ from zoo import backbones
 from zoo.methods.context_prediction import ContextPrediction
 from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
                         OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
-                        background_views, compile_with_cosine_decay, parse_config, publish_few_shot, train)
+                        background_views, compile_with_cosine_decay, omniglot_data, parse_config, publish_few_shot,
+                        train)
 
 
 @dataclass
@@ -48,11 +49,11 @@ CARD = {
 }
 
 
-def build(config):
+def build(config, train=None):
     """The compiled ContextPrediction model of `config`, its sampler over the background images (the pretext
     task uses TwoViewSampler's x_a only), no callbacks."""
     keras.utils.set_random_seed(config.seed)
-    sampler = background_views(config)
+    sampler = background_views(config, train=train)
     model = ContextPrediction(backbones.conv4((28, 28, 1)), image_shape=(28, 28, 1), cell=config.cell,
                               jitter=config.jitter, hidden=config.hidden)
     return compile_with_cosine_decay(model, config), sampler, []
@@ -60,14 +61,15 @@ def build(config):
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
-    model, sampler, callbacks = build(config)
+    own = omniglot_data(args, config)  # None: the bundled alphabets
+    model, sampler, callbacks = build(config, own and own[0])
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.batch_size,
                 callbacks=callbacks, argv=argv)
     extras = {"patches": f"3x3 grid, 28x28 patches in {config.cell}-pixel cells of the image resized to "
               f"{3 * config.cell}, jitter +-{config.jitter}",
               "embedding": "concatenated conv4 features of the 9 un-jittered grid patches (9 x 64)",
               "distance": "squared Euclidean between L2-normalised embeddings and prototypes"}
-    return publish_few_shot(model.embedder, config, args, run, {**CARD, "recipe": run.command, "extras": extras},
+    return publish_few_shot(model.embedder, config, args, run, {**CARD, "recipe": run.command, "extras": extras}, own,
                             patches_per_image=9)
 
 

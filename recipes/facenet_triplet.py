@@ -24,13 +24,11 @@ from dataclasses import dataclass
 
 import keras
 
-from zoo import protocols
 from zoo.data.augment import faces
 from zoo.data.samplers import HardClusterSampler, PKSampler
-from zoo.export import publish
 from zoo.methods.triplet import Triplet
-from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, compile_with_cosine_decay, embed, face_resnet,
-                        lfw_preprocessing, lfw_splits, parse_config, print_metrics, train)
+from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, compile_with_cosine_decay, face_data, face_resnet,
+                        lfw_splits, parse_config, publish_verification, train)
 
 
 @dataclass
@@ -66,11 +64,12 @@ CARD = {
 }
 
 
-def build(config):
+def build(config, train_data=None):
     """The compiled Triplet model of `config`, its sampler over the LFW train identities, and the callbacks the
     sampler needs (the hard-cluster refresh)."""
     keras.utils.set_random_seed(config.seed)
-    train_data, _ = lfw_splits(config.identities)
+    train_data = lfw_splits(config.identities)[0] if train_data is None else train_data
+    p = min(config.p, int(train_data["labels"].max()) + 1)  # a user folder may hold fewer identities than P
     n_classes = int(train_data["labels"].max()) + 1
     model = Triplet(face_resnet(config.widths, config.embedding_dim), mining=config.mining, margin=config.margin,
                     squared=config.squared, hard_cluster_weight=config.hard_cluster_weight,
@@ -79,35 +78,29 @@ def build(config):
                     augment=faces(48, seed=config.seed) if config.augment else None)
     callbacks = []
     if config.hard_cluster_sampler:
-        sampler = HardClusterSampler(train_data["images"], train_data["labels"], config.p, config.k,
+        sampler = HardClusterSampler(train_data["images"], train_data["labels"], p, config.k,
                                      config.steps_per_epoch, seed=config.seed, refresh_every=10**9, pool=8)
         embedder = model.embedder
         sampler.set_embed_fn(lambda x: keras.ops.convert_to_numpy(embedder(x, training=False)))
         # Refreshed from the main thread at each epoch's start, with the weights of that moment.
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: sampler.refresh()))
     else:
-        sampler = PKSampler(train_data["images"], train_data["labels"], config.p, config.k, config.steps_per_epoch,
+        sampler = PKSampler(train_data["images"], train_data["labels"], p, config.k, config.steps_per_epoch,
                             seed=config.seed)
     return compile_with_cosine_decay(model, config, alpha=0.01), sampler, callbacks
 
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
-    model, sampler, callbacks = build(config)
+    train_data, test, preprocessing, record = face_data(args, config)
+    model, sampler, callbacks = build(config, train_data)
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.p * config.k,
                 callbacks=callbacks, shuffle=False, argv=argv)
-    # Held-out: the test identities, never seen in training.
-    train_data, test = lfw_splits()
-    metrics = protocols.verification(lambda x: embed(model.embedder, x), test)
-    print_metrics(config.name, metrics)
-    # Files reach the model as the training crops did: faces aligned onto the training crops' mean landmarks.
-    preprocessing = lfw_preprocessing(train_data["images"], 16 if args.smoke else 256)
     extras = {"mining": config.mining, "margin": config.margin, "normalisation": "x / 127.5 - 1 inside the graph"}
-    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command, "preprocessing": preprocessing,
-                                                      "extras": extras},
-                   metrics=metrics, threshold=metrics["threshold"],
-                   training=run.record(config, steps=config.epochs * config.steps_per_epoch, seed=config.seed),
-                   golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
+    card = {**CARD, "recipe": run.command, "preprocessing": preprocessing, "extras": extras}
+    # Held-out: identities never seen in training (LFW's test identities, or your held-out classes).
+    return publish_verification(model.embedder, config, args, run, card, test, record,
+                                steps=config.epochs * config.steps_per_epoch, seed=config.seed)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from zoo.data.augment import characters
 from zoo.methods.micle import MICLe
 from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
                         OMNIGLOT_SPLITS, SELF_SUPERVISED_SMOKE, SelfSupervisedConfig,
-                        background_views, compile_with_cosine_decay, parse_config, publish_few_shot, train)
+                        background_views, compile_with_cosine_decay, omniglot_data, parse_config, publish_few_shot,
+                        train)
 
 
 @dataclass
@@ -46,10 +47,10 @@ CARD = {
 }
 
 
-def build(config):
+def build(config, train=None):
     """The compiled MICLe model of `config`, its sampler of character-grouped pairs, no callbacks."""
     keras.utils.set_random_seed(config.seed)
-    sampler = background_views(config, groups=True)
+    sampler = background_views(config, groups=True, train=train)
     model = MICLe(backbones.conv4((28, 28, 1)), characters(28, seed=config.seed),
                   temperature=config.temperature, projection=config.projection)
     return compile_with_cosine_decay(model, config), sampler, []
@@ -57,12 +58,13 @@ def build(config):
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
-    model, sampler, callbacks = build(config)
+    own = omniglot_data(args, config)  # None: the bundled alphabets
+    model, sampler, callbacks = build(config, own and own[0])
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.batch_size,
                 callbacks=callbacks, argv=argv)
     extras = {"augmentation": "zoo.data.augment.characters(28)", "projector_dropped": config.projection,
               "distance": "squared Euclidean between L2-normalised embeddings and prototypes"}
-    return publish_few_shot(model.embedder, config, args, run, {**CARD, "recipe": run.command, "extras": extras},
+    return publish_few_shot(model.embedder, config, args, run, {**CARD, "recipe": run.command, "extras": extras}, own,
                             views_per_image=2, pairs="two drawers of one character")
 
 

@@ -27,9 +27,9 @@ from zoo import backbones, evaluate
 from zoo.data.samplers import EpisodeSampler
 from zoo.export import publish
 from zoo.methods.protonet import ProtoNet
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
-                        OMNIGLOT_SPLITS, Stopwatch, embed, omniglot_few_shot, parse_config,
-                        print_metrics, subset, train)
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING, OMNIGLOT_SPLITS, Stopwatch, embed,
+                        held_out_metrics, omniglot_data, omniglot_few_shot, parent_record, parse_config,
+                        print_metrics, subset, train, user_card)
 
 
 @dataclass
@@ -97,47 +97,66 @@ def read_curve(log_path, episodes_per_epoch):
             CURVE_KEY: [float(r[CURVE_KEY]) for r in rows]}
 
 
-def build(config):
-    """The compiled ProtoNet of `config`, its episode sampler over the background characters (rotations as
-    new classes), and the per-epoch curve callback (first, so its value lands in the CSV log)."""
+def build(config, train=None):
+    """The compiled ProtoNet of `config`, its episode sampler over the background characters (or the user's
+    `train` classes; rotations as new classes), and the per-epoch curve callback (first, so its value lands in
+    the CSV log; on the bundled data only: it needs 20 held-out characters)."""
     keras.utils.set_random_seed(config.seed)
-    train_images, train_labels = subset(zoo.data.load("omniglot", "background"), classes=config.train_classes,
-                                        seed=config.seed)
-    curve_images, curve_labels = subset(zoo.data.load("omniglot", "evaluation"), classes=config.curve_classes,
-                                        seed=config.seed)
-    sampler = EpisodeSampler(train_images, train_labels, config.way, config.shot, config.queries,
-                             config.episodes_per_epoch, seed=config.seed, rotations=True)
+    callbacks, way, queries = [], config.way, config.queries
+    if train is None:
+        train_images, train_labels = subset(zoo.data.load("omniglot", "background"), classes=config.train_classes,
+                                            seed=config.seed)
+        curve_images, curve_labels = subset(zoo.data.load("omniglot", "evaluation"), classes=config.curve_classes,
+                                            seed=config.seed)
+        callbacks.append(FewShotCurve(np.asarray(curve_images, np.float32), curve_labels, config.curve_episodes))
+    else:
+        train_images, train_labels = train["images"], train["labels"]
+        # A user folder may hold fewer classes (x 4 rotations) or images per class than an episode asks for.
+        way = min(way, 4 * len(np.unique(train_labels)))
+        queries = max(1, min(queries, int(np.bincount(train_labels).min()) - config.shot))
+    sampler = EpisodeSampler(train_images, train_labels, way, config.shot, queries, config.episodes_per_epoch,
+                             seed=config.seed, rotations=True)
     encoder = backbones.conv4((28, 28, 1))
     for layer in encoder.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = config.bn_momentum
-    model = ProtoNet(encoder, way=config.way, shot=config.shot, queries=config.queries)
+    model = ProtoNet(encoder, way=way, shot=config.shot, queries=queries)
     schedule = keras.optimizers.schedules.ExponentialDecay(config.learning_rate, config.decay_every, 0.5,
                                                            staircase=True)  # one step = one episode
     model.compile(optimizer=keras.optimizers.Adam(schedule))
-    return model, sampler, [FewShotCurve(np.asarray(curve_images, np.float32), curve_labels, config.curve_episodes)]
+    return model, sampler, callbacks
 
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
-    model, sampler, callbacks = build(config)
+    own = omniglot_data(args, config, min_per_class=config.shot + 1)  # None: the bundled alphabets
+    model, sampler, callbacks = build(config, own and own[0])
     run = train(model, sampler, config, args, images_per_epoch=config.episodes_per_epoch * model.episode_size,
                 callbacks=callbacks, argv=argv)
-    # Held-out: the evaluation alphabets, on the published (normalised) embedder and on the raw features of the loss.
+    # Held-out: the evaluation alphabets (or your held-out classes), on the published (normalised) embedder and
+    # on the raw features of the loss.
     options = dict(classes=config.test_classes, episodes=config.test_episodes, queries=config.test_queries,
                    seed=config.seed)
-    metrics, test = omniglot_few_shot(model.embedder, **options)
-    unnormalised, _ = omniglot_few_shot(model.encoder, **options)
+    if own is None:
+        metrics, test = omniglot_few_shot(model.embedder, **options)
+        unnormalised, _ = omniglot_few_shot(model.encoder, **options)
+    else:
+        test = own[1]
+        metrics, unnormalised = (held_out_metrics("few_shot", lambda x, m=m: embed(m, x), test, config.seed)
+                                 for m in (model.embedder, model.encoder))
     metrics.update({f"{key}_unnormalised": value for key, value in unnormalised.items()
                     if "way" in key or key == "lake_oneshot_runs"})
     print_metrics(config.name, metrics)
     log = Path(args.trained or args.workdir) / "log.csv"
     training = run.record(config, episodes=run.epochs * config.episodes_per_epoch,
                           train_classes=len(sampler.members),  # rotations count as classes
-                          curve_minutes=round(callbacks[0].seconds / 60, 2),
-                          curve=read_curve(log, config.episodes_per_epoch) if log.is_file() else None)
-    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command}, metrics=metrics,
-                   training=training, golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
+                          curve_minutes=round(callbacks[0].seconds / 60, 2) if callbacks else None,
+                          curve=read_curve(log, config.episodes_per_epoch) if log.is_file() and callbacks else None,
+                          data=own and own[2])
+    card = user_card({**CARD, "recipe": run.command}, args, own and own[2], parent_record(args, "few_shot", test),
+                     metrics)
+    return publish(config.name, model.embedder, card=card, metrics=metrics, training=training,
+                   golden_inputs=test["images"][:8], int8=not (args.smoke or args.data), root=args.root)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from zoo.data.augment import characters
 from zoo.data.samplers import PairSampler
 from zoo.export import publish
 from zoo.methods.siamese import Siamese
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING,
-                        OMNIGLOT_SPLITS, compile_with_cosine_decay, embed, omniglot_few_shot,
-                        parse_config, print_metrics, train)
+from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING, OMNIGLOT_SPLITS, compile_with_cosine_decay, embed,
+                        held_out_metrics, omniglot_data, omniglot_few_shot, parent_record, parse_config,
+                        print_metrics, train, user_card)
 
 
 @dataclass
@@ -76,11 +76,13 @@ def with_rotations(images, labels, alphabets):
             np.concatenate([alphabets + k * n_alphabets for k in range(4)]))
 
 
-def build(config):
-    """The compiled Siamese conv4 of `config`, its pair sampler over the background characters, no callbacks."""
+def build(config, train=None):
+    """The compiled Siamese conv4 of `config`, its pair sampler over the background characters (or the user's
+    `train` classes, without alphabets to group negatives by), no callbacks."""
     keras.utils.set_random_seed(config.seed)
-    train = zoo.data.load("omniglot", "background")
-    images, labels, alphabets = train["images"], train["labels"], train["alphabet"]
+    train = zoo.data.load("omniglot", "background") if train is None else train
+    images, labels = train["images"], train["labels"]
+    alphabets = train["alphabet"] if "alphabet" in train else np.zeros_like(labels)
     if config.characters:
         keep = labels < labels.min() + config.characters
         images, labels, alphabets = images[keep], labels[keep], alphabets[keep]
@@ -89,25 +91,33 @@ def build(config):
     model = Siamese(backbones.conv4((28, 28, 1), filters=config.filters), margin=config.margin,
                     augment=characters(28, seed=config.seed) if config.augment else None)
     sampler = PairSampler(images, labels, config.batch_size, config.steps_per_epoch, seed=config.seed,
-                          groups=alphabets, group_negatives=config.group_negatives)
+                          groups=alphabets, group_negatives=config.group_negatives and "alphabet" in train)
     return compile_with_cosine_decay(model, config, alpha=0.01), sampler, []
 
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
-    model, sampler, callbacks = build(config)
+    own = omniglot_data(args, config, min_per_class=2)  # None: the bundled alphabets
+    model, sampler, callbacks = build(config, own and own[0])
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * 2 * config.batch_size,
                 callbacks=callbacks, shuffle=False, argv=argv)
-    # Held-out, on the evaluation alphabets: the few-shot protocol (Lake's runs among it) and pair verification.
-    metrics, test = omniglot_few_shot(model.embedder, seed=config.seed)
+    # Held-out, on the evaluation alphabets (or your held-out classes): the few-shot protocol (Lake's runs among
+    # it) and pair verification.
+    if own is None:
+        metrics, test = omniglot_few_shot(model.embedder, seed=config.seed)
+    else:
+        test = own[1]
+        metrics = held_out_metrics("few_shot", lambda x: embed(model.embedder, x), test, config.seed)
     verification = protocols.verification(lambda x: embed(model.embedder, x), test, pairs=config.verification_pairs)
     metrics = {**verification, **metrics}
     print_metrics(config.name, metrics)
     extras = {"margin": config.margin, "preprocessing": "ink = 1 - x / 255 inside the graph"}
-    return publish(config.name, model.embedder, card={**CARD, "recipe": run.command, "extras": extras},
-                   metrics=metrics, threshold=metrics["threshold"],
-                   training=run.record(config, steps=config.epochs * config.steps_per_epoch, seed=config.seed),
-                   golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
+    card = user_card({**CARD, "recipe": run.command, "extras": extras}, args, own and own[2],
+                     parent_record(args, "few_shot", test), metrics)
+    return publish(config.name, model.embedder, card=card, metrics=metrics, threshold=metrics["threshold"],
+                   training=run.record(config, steps=config.epochs * config.steps_per_epoch, seed=config.seed,
+                                       data=own and own[2]),
+                   golden_inputs=test["images"][:8], int8=not (args.smoke or args.data), root=args.root)
 
 
 if __name__ == "__main__":

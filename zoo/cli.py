@@ -92,6 +92,7 @@ def cmd_list(args):
     for name in names:
         card = registry.info(name)
         value = card.metrics[card.primary_metric]
+        value = value.get("mean", value) if isinstance(value, dict) else value  # few-shot: mean over episodes
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         dataset = card.dataset if len(card.dataset) <= 48 else card.dataset[:45] + "..."
         rows.append((name, card.method, "x".join(map(str, card.input_shape)), str(card.embedding_dim),

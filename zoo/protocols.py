@@ -162,6 +162,20 @@ def words(name) -> str:
     return str(name).replace("&", "and").replace("-", " ").lower()
 
 
+def image_text_retrieval(embed_fn, embed_text, data) -> dict:
+    """Image->text and text->image recall@1/5/10 of held-out images with one caption each (row i of image i),
+    among the split's captions, and chance rates: the retrieval half of `zero_shot`, for any captioned set."""
+    x = _embed(embed_fn, data["images"])  # (N, D)
+    captions = np.asarray(embed_text([str(c) for c in data["captions"]]), np.float32)  # (N, D), row i of image i
+    metrics = {"test_images": int(len(x))}
+    for direction, (q, g) in {"image_to_text": (x, captions), "text_to_image": (captions, x)}.items():
+        for k, value in evaluate.paired_recall(q, g, ks=(1, 5, 10)).items():
+            metrics[f"{direction}_{k}"] = value
+    for k in (1, 5, 10):
+        metrics[f"chance_recall@{k}"] = k / len(x)
+    return metrics
+
+
 def zero_shot(embed_fn, embed_text, data, *, templates, train=None) -> dict:
     """Image-text retrieval and zero-shot classification on held-out images with captions (emoji test split):
     image->text and text->image recall@1/5/10 among the split's captions; zero-shot top-1 by prompt ensembles
@@ -173,14 +187,8 @@ def zero_shot(embed_fn, embed_text, data, *, templates, train=None) -> dict:
     import zoo.data
 
     x = _embed(embed_fn, data["images"])  # (N, D)
-    captions = np.asarray(embed_text([str(c) for c in data["captions"]]), np.float32)  # (N, D), row i of image i
     n = len(x)
-    metrics = {"test_images": int(n)}
-    for direction, (q, g) in {"image_to_text": (x, captions), "text_to_image": (captions, x)}.items():
-        for k, value in evaluate.paired_recall(q, g, ks=(1, 5, 10)).items():
-            metrics[f"{direction}_{k}"] = value
-    for k in (1, 5, 10):
-        metrics[f"chance_recall@{k}"] = k / n
+    metrics = image_text_retrieval(lambda _: x, embed_text, data)
     described = [[words(n) for n in names] for names in zoo.data.emoji_category_descriptions()]
     classes = {"zero_shot_category_top1": (data["labels"], [words(c) for c in data["category_names"]]),
                "zero_shot_category_top1_with_subcategory_names": (data["labels"], described),

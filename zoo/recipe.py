@@ -25,7 +25,8 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
 
     Returns:
         (config, args): the dataclass instance and the namespace with `smoke`, `root`, `workdir`, `fresh`,
-        `train_only` and `trained`.
+        `train_only`, `trained`, `data`, `init`, `test_fraction` and `parent` (`parent_entry(init)` or None).
+        With `--init`, the parent's training config gives the defaults (then `--smoke`, then the flags).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true",
@@ -39,11 +40,26 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
     parser.add_argument("--trained", default=None, metavar="DIR",
                         help="skip training: load the weights a --train-only run saved in DIR (or those of a "
                              "published entry's folder, e.g. exports/NAME), then evaluate and publish")
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="train on your own folder instead of the bundled set: DIR/<class>/<image>, DIR/<image> "
+                             "or DIR/captions.csv (image,caption); held-out classes are split off by --test-fraction")
+    parser.add_argument("--init", default=None, metavar="ENTRY",
+                        help="fine-tune: start from a published entry's weights (a name in the zoo root, or its "
+                             "folder); its recipe options are the defaults, its preprocessing contract is kept")
+    parser.add_argument("--test-fraction", type=float, default=0.25,
+                        help="with --data: the share of your classes held out for the card's metrics (seeded by "
+                             "--seed; default 0.25)")
     for field in dataclasses.fields(config_cls):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
                             type=_parser_type(field.default), help=f"default {field.default!r}")
     args = parser.parse_args(argv)
-    values = dict(smoke_overrides) if args.smoke else {}
+    args.parent = None
+    values = {}
+    if args.init:
+        args.parent = parent_entry(args.init)
+        fields = {f.name for f in dataclasses.fields(config_cls)} - {"name"}
+        values.update({k: v for k, v in (args.parent["card"].training.get("config") or {}).items() if k in fields})
+    values.update(smoke_overrides if args.smoke else {})
     values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
                    if getattr(args, f.name) is not None})
     config = config_cls(**values)
@@ -152,7 +168,7 @@ class TrainingRun:
                   "epochs": self.epochs}
         if self.final_loss is not None:
             record["final_loss"] = self.final_loss
-        return {**record, **extra}
+        return {**record, **{k: v for k, v in extra.items() if v is not None}}
 
 
 TRAINED_WEIGHTS, TRAINED_RECORD = "trained.weights.h5", "trained.json"
@@ -211,6 +227,10 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
                            record.get("images", record["epochs"] * int(images_per_epoch)), record["backend"],
                            record["machine"], record.get("final_loss"), command)
 
+    if getattr(args, "parent", None):
+        parent = args.parent
+        _load_towers(parent["folder"], parent["card"], towers or {"embedder": model.embedder}, "--init")
+        print(f"[{config.name}] fine-tuning from {parent['card'].name} ({parent['folder']})")
     callbacks = list(callbacks) + training_callbacks(args.workdir, args.fresh)
     if hasattr(data, "epoch"):
         callbacks.append(keras.callbacks.LambdaCallback(
@@ -241,9 +261,7 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
 
 def _restore_entry(folder, model, config, towers) -> TrainingRun:
     """Load a published entry's tower weights into the recipe's towers (see `train`)."""
-    import keras
-
-    from zoo.registry import Card, import_custom_layers, verify_files
+    from zoo.registry import Card, verify_files
 
     card = Card.from_json(folder)
     verify_files(folder, card)
@@ -252,18 +270,158 @@ def _restore_entry(folder, model, config, towers) -> TrainingRun:
         raise ValueError(f"--trained {folder}: the entry was trained with config {trained_with}, "
                          f"not this run's {dataclasses.asdict(config)}: pass the options of its card's recipe "
                          f"({card.recipe})")
-    towers = towers or {"embedder": model.embedder}
-    if set(towers) != set(card.towers):
-        raise ValueError(f"--trained {folder}: the entry has towers {list(card.towers)}, this recipe {list(towers)}")
-    import_custom_layers()
-    for role, tower in towers.items():
-        published = keras.saving.load_model(folder / card.towers[role]["keras"], compile=False, safe_mode=True)
-        tower.set_weights(published.get_weights())
+    _load_towers(folder, card, towers or {"embedder": model.embedder}, "--trained")
     print(f"[{config.name}] restored the weights of the published entry {card.name} ({card.created}) from {folder}")
     training = card.training
     return TrainingRun(60.0 * training.get("minutes", 0.0), training.get("epochs", config.epochs),
                        0, training.get("backend", "?"), training.get("machine", "?"), training.get("final_loss"),
                        card.recipe, published=card.to_dict())
+
+
+def _load_towers(folder, card, towers, flag) -> None:
+    """Set each tower's weights from the entry's .keras file of the same role (shapes must match)."""
+    import keras
+
+    from zoo.registry import import_custom_layers
+
+    if set(towers) != set(card.towers):
+        raise ValueError(f"{flag} {folder}: the entry has towers {list(card.towers)}, this recipe {list(towers)}")
+    import_custom_layers()
+    for role, tower in towers.items():
+        published = keras.saving.load_model(folder / card.towers[role]["keras"], compile=False, safe_mode=True)
+        theirs, ours = [w.shape for w in published.get_weights()], [w.shape for w in tower.get_weights()]
+        if theirs != ours:
+            raise ValueError(f"{flag} {folder}: its {role} has weights of other shapes than this run's; pass the "
+                             f"options of its recipe ({card.recipe})")
+        tower.set_weights(published.get_weights())
+
+
+def parent_entry(name_or_folder) -> dict:
+    """A published entry to fine-tune from: {"folder", "card"}, its files checked against their sha256.
+
+    Args:
+        name_or_folder: str. an entry name in the zoo root (`zoo.registry.exports_dir`) or an entry's folder.
+    """
+    from zoo.registry import Card, exports_dir, list_models, verify_files
+
+    folder = Path(name_or_folder)
+    if not (folder / "card.json").is_file():
+        folder = exports_dir() / name_or_folder
+        if not (folder / "card.json").is_file():
+            raise ValueError(f"--init {name_or_folder}: no published entry of that name in {exports_dir()} "
+                             f"(entries: {', '.join(list_models())}) and no entry folder at that path")
+    card = Card.from_json(folder)
+    verify_files(folder, card)
+    return {"folder": folder, "card": card}
+
+
+def user_data(args, input_shape, contract, *, seed=0, min_per_class=2):
+    """The user's `--data` folder as (train, held_out, record), or None without --data.
+
+    Images go through `contract` (the parent's with --init, so fine-tuning sees what the parent saw) to the
+    model's input; labelled classes (else images) are split by `--test-fraction`, seeded by the config's
+    seed; train labels are renumbered 0..C-1. `record` is what the card's `training.data` keeps.
+
+    Args:
+        args: namespace from `parse_config`.
+        input_shape: (H, W, C) of the model.
+        contract: dict. the recipe's preprocessing contract.
+        seed: int. the split's seed (the config's).
+        min_per_class: int. the fewest images a labelled class may have.
+    """
+    if not args.data:
+        return None
+    from zoo.data.folders import read_folder, split_classes
+
+    if args.parent is not None and args.parent["card"].preprocessing:
+        contract = args.parent["card"].preprocessing
+    data = read_folder(args.data, input_shape, contract, min_per_class=min_per_class)
+    train, held_out = split_classes(data, args.test_fraction, seed=seed)
+    train["labels"] = np.unique(train["labels"], return_inverse=True)[1]
+    record = {"path": str(Path(args.data).resolve()), "layout": data["layout"], "images": int(len(data["images"])),
+              "skipped": len(data["skipped"]), "test_fraction": args.test_fraction,
+              "train_classes": int(len(np.unique(train["labels"]))),
+              "held_out_classes": int(len(np.unique(held_out["labels"])))}
+    if "class_names" in data:
+        record["held_out"] = sorted(str(data["class_names"][i]) for i in np.unique(held_out["labels"]))
+    print(f"[data] {args.data}: {record['images']} images ({record['skipped']} skipped), {record['train_classes']} "
+          f"train and {record['held_out_classes']} held-out {'classes' if 'class_names' in data else 'images'}")
+    return train, held_out, record
+
+
+def user_card(card, args, record, parent, metrics) -> dict:
+    """The card fields that change with --data / --init: the dataset and splits of the user's folder, the
+    primary metric where the folder's protocol has other names (fewer than 5 held-out classes: N-way; unlabelled:
+    copy retrieval), and the parent (its sha256 and its metrics on the same held-out part) in `extras["parent"]`."""
+    card = dict(card)
+    if card["primary_metric"] not in metrics:
+        card["primary_metric"] = next(k for k in metrics if k.endswith("way1shot") or k == "copy_recall@1")
+    if record is not None:
+        where = record["path"]
+        card.update(dataset=f"your folder {where} ({record['layout']}, {record['images']} images)",
+                    splits={"train": f"folder:{where}#train", "test": f"folder:{where}#held_out"},
+                    data_license="the user's own data")
+    if parent is not None:
+        card["extras"] = {**(card.get("extras") or {}), "parent": parent}
+    return card
+
+
+def user_few_shot(embed_fn, held_out, seed=0) -> dict:
+    """The few-shot protocol on the user's held-out classes: N-way 1- and 5-shot episodes with N, the shots
+    and the queries cut to what the classes hold (no Lake's runs: those are Omniglot's)."""
+    from zoo import protocols
+
+    counts = np.bincount(np.unique(held_out["labels"], return_inverse=True)[1])
+    way = int(min(5, len(counts)))
+    settings = tuple((way, shot) for shot in (1, 5) if shot < counts.min())
+    if way < 2 or not settings:
+        raise ValueError(f"the held-out part has {len(counts)} classes of >= {counts.min()} images; few-shot needs "
+                         "2 classes of 2 images: raise --test-fraction or add images")
+    queries = int(min(15, counts.min() - max(shot for _, shot in settings)))
+    return protocols.few_shot(embed_fn, held_out, settings=settings, queries=queries, seed=seed)
+
+
+def copy_retrieval(embed_fn, held_out) -> dict:
+    """Unlabelled held-out images: can each be found again from a lightly altered copy (shifted 2 pixels,
+    contrast 0.9, brightness +12)? Leave-one-out recall@1/5 over the images and their copies (`evaluate.retrieval`,
+    each image and its copy one class)."""
+    from zoo import evaluate
+
+    images = np.asarray(held_out["images"], np.float32)
+    copies = np.clip(np.roll(images, (2, 2), axis=(1, 2)) * 0.9 + 12.0, 0.0, 255.0)
+    x = np.asarray(embed_fn(np.concatenate([images, copies])), np.float32)
+    labels = np.concatenate([np.arange(len(images))] * 2)
+    r = evaluate.retrieval(x, labels, ks=(1, 5))
+    return {"copy_recall@1": r["recall@1"], "copy_recall@5": r["recall@5"], "images": int(len(images))}
+
+
+def held_out_metrics(protocol, embed_fn, held_out, seed=0) -> dict:
+    """The card's metrics on the user's held-out part, by the entry's protocol (`zoo.protocols`): verification
+    for face entries, few-shot on labelled classes, copy retrieval (`copy_retrieval`) on unlabelled images."""
+    from zoo import protocols
+
+    if protocol == "verification":
+        return protocols.verification(embed_fn, held_out, seed=seed)
+    if protocol in ("few_shot", "self_supervised"):
+        if held_out.get("layout") == "labelled":
+            return user_few_shot(embed_fn, held_out, seed)
+        return copy_retrieval(embed_fn, held_out)
+    raise ValueError(f"no held-out protocol for {protocol!r} on a user folder")
+
+
+def parent_record(args, protocol, held_out, seed=0) -> dict | None:
+    """With --init: the parent's name, the sha256 of its weights, and its metrics on the same held-out part, so
+    the card shows what fine-tuning bought; None otherwise."""
+    if args.parent is None:
+        return None
+    from zoo.runtime import OnnxEmbedder
+
+    card, folder = args.parent["card"], args.parent["folder"]
+    parent = OnnxEmbedder(folder)
+    first = next(iter(card.towers.values()))
+    metrics = held_out_metrics(protocol, lambda x: parent.embed(x), held_out, seed) if held_out is not None else None
+    return {"entry": card.name, "folder": str(folder.resolve()), "created": card.created,
+            "sha256": card.files[first["keras"]], "metrics_on_held_out": metrics}
 
 
 def subset(data, rows=0, classes=0, seed=0):
@@ -332,15 +490,23 @@ SELF_SUPERVISED_SMOKE = {"batch_size": 16, "steps_per_epoch": 2, "epochs": 2, "t
                          "test_classes": 25, "test_episodes": 10}
 
 
-def background_views(config, groups=False):
-    """A TwoViewSampler over `config.train_images` seeded background images of Omniglot (0: all 19,280), labels
-    unread; with `groups`, their character ids group the views (MICLe's positives)."""
+def background_views(config, groups=False, train=None):
+    """A TwoViewSampler over `config.train_images` seeded background images of Omniglot (0: all 19,280), or over
+    the user's `train` images (`omniglot_data`), labels unread; with `groups`, their character ids (class
+    labels) group the views (MICLe's positives)."""
     import zoo.data
     from zoo.data.samplers import TwoViewSampler
 
-    images, labels = subset(zoo.data.load("omniglot", "background"), rows=config.train_images, seed=config.seed)
+    data = zoo.data.load("omniglot", "background") if train is None else train
+    images, labels = subset(data, rows=config.train_images if train is None else 0, seed=config.seed)
     return TwoViewSampler(images, config.batch_size, config.steps_per_epoch, seed=config.seed,
                           **({"groups": labels} if groups else {}))
+
+
+def omniglot_data(args, config, min_per_class=1):
+    """The Omniglot recipes' own data: None (the bundled background and evaluation alphabets), or with --data
+    (train, held_out, record) of the user's folder through the drawings' contract (the parent's with --init)."""
+    return user_data(args, (28, 28, 1), OMNIGLOT_PREPROCESSING, seed=config.seed, min_per_class=min_per_class)
 
 
 def compile_with_cosine_decay(model, config, alpha=0.0):
@@ -354,16 +520,24 @@ def compile_with_cosine_decay(model, config, alpha=0.0):
     return model
 
 
-def publish_few_shot(embedder, config, args, run, card, **record):
+def publish_few_shot(embedder, config, args, run, card, own=None, **record):
     """The end of every self-supervised recipe: the few-shot protocol on the frozen embeddings of the Omniglot
-    evaluation alphabets (never trained on; `config.test_*`), then publish with `card` and `run.record(**record)`."""
+    evaluation alphabets (never trained on; `config.test_*`), or of the user's held-out part (`own`, from
+    `omniglot_data`), then publish with `card` and `run.record(**record)`."""
     from zoo.export import publish
 
-    metrics, test = omniglot_few_shot(embedder, classes=config.test_classes, episodes=config.test_episodes,
-                                      queries=config.test_queries, seed=config.seed)
+    if own is None:
+        metrics, test = omniglot_few_shot(embedder, classes=config.test_classes, episodes=config.test_episodes,
+                                          queries=config.test_queries, seed=config.seed)
+    else:
+        test = own[1]
+        metrics = held_out_metrics("self_supervised", lambda x: embed(embedder, x), test, config.seed)
     print_metrics(config.name, metrics)
-    return publish(config.name, embedder, card=card, metrics=metrics, training=run.record(config, **record),
-                   golden_inputs=test["images"][:8], int8=not args.smoke, root=args.root)
+    record_data = own[2] if own else None
+    card = user_card(card, args, record_data, parent_record(args, "self_supervised", test, config.seed), metrics)
+    return publish(config.name, embedder, card=card, metrics=metrics,
+                   training=run.record(config, data=record_data, **record), golden_inputs=test["images"][:8],
+                   int8=not (args.smoke or args.data), root=args.root)
 
 
 LFW_SPLITS = {"train": "lfw/train", "test": "lfw/test"}
@@ -427,6 +601,33 @@ def lfw_preprocessing(train_images, count=256, seed=0) -> dict:
         "resize": {"method": "box", "size": [LFW_SIZE, LFW_SIZE]},
         "source": "LFW 250x250 JPEGs, box (69, 72)-(181, 184) cut, resized to 48x48 by Pillow's BOX filter",
     }
+
+
+def face_data(args, config) -> tuple[dict, dict, dict, dict | None]:
+    """The face recipes' data: (train, held_out, preprocessing, record). LFW's train and test identities, or
+    with --data the user's folder aligned by the contract (the parent's with --init) and split by class."""
+    train, test = lfw_splits(config.identities)
+    if args.parent is not None and args.parent["card"].preprocessing:
+        preprocessing = args.parent["card"].preprocessing
+    else:  # files reach the model as the training crops did: faces aligned onto the crops' mean landmarks
+        preprocessing = lfw_preprocessing(lfw_splits()[0]["images"], 16 if args.smoke else 256)
+    own = user_data(args, (48, 48, 3), preprocessing, seed=config.seed)
+    return (own[0], own[1], preprocessing, own[2]) if own else (train, test, preprocessing, None)
+
+
+def publish_verification(embedder, config, args, run, card, test, record, **training):
+    """The end of the face recipes: verification on the held-out identities (LFW's test identities, or the
+    user's held-out classes), then publish with the card's threshold; with --init the parent's metrics on
+    the same identities go in `extras["parent"]`. No int8 for a user folder: its gate measures LFW's test."""
+    from zoo import protocols
+    from zoo.export import publish
+
+    metrics = protocols.verification(lambda x: embed(embedder, x), test)
+    print_metrics(config.name, metrics)
+    card = user_card(card, args, record, parent_record(args, "verification", test), metrics)
+    return publish(config.name, embedder, card=card, metrics=metrics, threshold=metrics["threshold"],
+                   training=run.record(config, data=record, **training), golden_inputs=test["images"][:8],
+                   int8=not (args.smoke or args.data), root=args.root)
 
 
 def face_resnet(widths, embedding_dim):
