@@ -193,6 +193,15 @@ def test_detector_finds_orl_faces_with_plausible_landmarks():
         assert le[0] < re[0] and ml[0] < mr[0] and max(le[1], re[1]) < nose[1] < min(ml[1], mr[1])
 
 
+def test_a_card_naming_other_detector_graphs_is_refused():
+    from zoo.runtime.contract import face_detector
+
+    spec = dict(zoo.info(FACE_ENTRY).preprocessing["face"])
+    spec["detector_sha256"] = {**spec["detector_sha256"], "onet.onnx": "0" * 64}
+    with pytest.raises(ValueError, match="is not this runtime's"):
+        face_detector(spec)
+
+
 def test_detector_refuses_tampered_weights(tmp_path):
     import shutil
     from pathlib import Path

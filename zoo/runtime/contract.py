@@ -42,12 +42,16 @@ class NoFaceError(ValueError):
 
 
 def face_detector(spec: dict):
-    """The process-wide detector for a card's `face` spec (built once, shared by threads)."""
-    from .faces import FaceDetector
+    """The process-wide detector for a card's `face` spec (built once, shared by threads). The card's
+    `detector_sha256` must name this runtime's graphs: the template was measured with them."""
+    from .faces import MTCNN_SHA256, FaceDetector
 
     key = (spec.get("detector", "mtcnn"), int(spec.get("min_face_size", 20)))
     if key[0] != "mtcnn":
         raise ValueError(f"unknown face detector {key[0]!r} in the card; this runtime has 'mtcnn'")
+    if spec.get("detector_sha256", MTCNN_SHA256) != MTCNN_SHA256:
+        raise ValueError(f"the card's face detector (sha256 {spec['detector_sha256']}) is not this runtime's "
+                         f"({MTCNN_SHA256}); use the zoo.runtime the entry was published with")
     with _DETECTORS_LOCK:
         if key not in _DETECTORS:
             _DETECTORS[key] = FaceDetector(min_face_size=key[1])
