@@ -180,6 +180,34 @@ def test_search_gallery_folder_json(zoo_env, tmp_path, capsys):
     assert out[0] == f"{queries[0]}:" and out[1].startswith(f"   1. {queries[0]}  distance 0.0000")
 
 
+def test_index_then_search_with_it(zoo_env, tmp_path, capsys):
+    pytest.importorskip("faiss")
+    folder = tmp_path / "gallery"
+    folder.mkdir()
+    for i, image in enumerate(_images(12, 8)):
+        Image.fromarray(image).save(folder / f"g{i:02d}.png")
+    files = sorted(str(p) for p in folder.iterdir())
+    results = {}
+    for kind in ("flat", "hnsw"):
+        assert main(["index", "tiny", str(folder), "--out", str(tmp_path / kind), "--kind", kind]) == 0
+        capsys.readouterr()
+        assert main(["search", "tiny", *files, "--index", str(tmp_path / kind), "-k", "3", "--json"]) == 0
+        results[kind] = json.loads(capsys.readouterr().out)
+        assert [r["neighbours"][0]["path"] for r in results[kind]] == files  # each image finds itself first
+    assert main(["search", "tiny", *files, "--gallery", str(folder), "-k", "3", "--json"]) == 0
+    exact = json.loads(capsys.readouterr().out)
+    for flat, numpy_ in zip(results["flat"], exact):  # the flat index ranks as the exact numpy search
+        assert [n["path"] for n in flat["neighbours"]] == [n["path"] for n in numpy_["neighbours"]]
+        # atol: a self-distance is the square root of float32 round-off (~1e-7) in either way of computing it.
+        np.testing.assert_allclose([n["distance"] for n in flat["neighbours"]],
+                                   [n["distance"] for n in numpy_["neighbours"]], atol=1e-3)
+    card = json.loads((tmp_path / "flat" / "index.json").read_text())
+    card["entry"]["sha256"] = "0" * 64
+    (tmp_path / "flat" / "index.json").write_text(json.dumps(card))
+    assert main(["search", "tiny", files[0], "--index", str(tmp_path / "flat")]) == 1
+    assert "was built with entry 'tiny'" in capsys.readouterr().err
+
+
 def test_report_empty_root_and_failed_entry(zoo_env, root, tmp_path, monkeypatch, capsys):
     # The card's test split "synthetic/test" is no bundled dataset: the entry fails, the report still gets written.
     assert main(["report", "--quick", "--out", str(tmp_path / "report")]) == 1

@@ -295,5 +295,24 @@ def test_the_page_verifies_two_photos_in_headless_chromium(server, files, tmp_pa
         shown = [c.text.split("\n")[0] for c in browser.find_elements(By.CSS_SELECTOR, "#search-result .card")]
         answer = post(server, "/api/search", {"entry": "clip", "gallery": "emoji", "k": "3", "text": "a red heart"})
         assert shown == [f"{i}. {n['name']}" for i, n in enumerate(answer.json()["neighbours"], 1)]
+        # Sort by examples: two kinds of drawings with three examples each, then a new drawing of each.
+        browser.find_element(By.CSS_SELECTOR, '.tab[data-tool="classify"]').click()
+        Select(browser.find_element(By.ID, "classify-entry")).select_by_value("protonet")
+        rows = browser.find_elements(By.CSS_SELECTOR, ".class-row")
+        for row, kind in zip(rows, ("char0", "char1")):
+            row.find_element(By.CLASS_NAME, "class-name").send_keys(kind)
+            paths = []
+            for i, data in enumerate(files["drawings"][kind][:3]):
+                paths.append(tmp_path / f"{kind}-{i}.png")
+                paths[-1].write_bytes(data)
+            row.find_element(By.CLASS_NAME, "class-files").send_keys("\n".join(map(str, paths)))
+        queries = [tmp_path / f"query-{kind}.png" for kind in ("char0", "char1")]
+        for path, kind in zip(queries, ("char0", "char1")):
+            path.write_bytes(files["drawings"][kind][5])
+        browser.find_element(By.ID, "classify-queries").send_keys("\n".join(map(str, queries)))
+        browser.find_element(By.ID, "classify-run").click()
+        WebDriverWait(browser, 60).until(expected_conditions.visibility_of_element_located((By.ID, "classify-result")))
+        predicted = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#classify-result .predicted")]
+        assert predicted == ["char0", "char1"]
     finally:
         browser.quit()

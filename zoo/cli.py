@@ -7,6 +7,8 @@
     zoo classify protonet --support examples/ query.png [--json]
     zoo zero-shot clip --classes "cat,dog,car" photo.png [--json]
     zoo search protonet query.png --gallery chars/ -k 5 [--json]
+    zoo index protonet chars/ --out chars.index [--kind flat|ivf|hnsw]
+    zoo search protonet query.png --index chars.index -k 5 [--json]
     zoo serve [--host 127.0.0.1] [--port 8000] [--galleries DIR]
     zoo report [--out report] [--quick]
     zoo bench [--entry NAME] [--quick]
@@ -213,24 +215,55 @@ def cmd_zero_shot(args):
         print(f"{r['image']}: {r['class']} (probability {r['probability']:.2f})")
 
 
+def _index_for(embedder, folder):
+    from zoo.runtime.index import GalleryIndex
+
+    index = GalleryIndex.load(folder)
+    built_with = index.meta.get("entry") or {}
+    if built_with.get("sha256") != embedder.identity["sha256"]:
+        raise ValueError(f"--index {folder} was built with entry {built_with.get('name')!r} "
+                         f"(sha256 {built_with.get('sha256')}), not {embedder.identity['name']!r} as published now; "
+                         "rebuild it with zoo index")
+    return index
+
+
+def cmd_index(args):
+    from zoo.runtime import image_files
+    from zoo.runtime.index import GalleryIndex
+
+    embedder = _embedder(args.name)
+    files = image_files(args.gallery)
+    embeddings = embedder.embed_files(files, face_index=args.face, align=not args.no_align)
+    index = GalleryIndex.build(embeddings, [str(f) for f in files], kind=args.kind, entry=embedder.identity)
+    index.save(args.out)
+    print(f"wrote {args.out}: a {args.kind} index of {len(files)} images of {args.gallery} ({args.name})")
+
+
 def cmd_search(args):
     from zoo.runtime import image_files, nearest_neighbours
 
     embedder = _embedder(args.name)
-    gallery_path = Path(args.gallery)
-    if gallery_path.is_dir():
-        files = image_files(gallery_path)
-        labels = [str(f) for f in files]
-        gallery = embedder.embed_files(files, face_index=args.face, align=not args.no_align)
-    elif gallery_path.is_file():
-        gallery = embedder.as_embeddings(read_array(gallery_path))  # images or (N, D) embeddings
-        labels = [f"{gallery_path}[{i}]" for i in range(len(gallery))]
-    else:
-        raise FileNotFoundError(f"{gallery_path}: no gallery folder or .npy file")
     queries = _embed_paths(embedder, args.queries, args.face, not args.no_align)
-    k = min(args.k, len(labels))
-    indices, distances = nearest_neighbours(queries, gallery, k)
-    results = [{"query": q, "neighbours": [{"path": labels[i], "distance": float(d)} for i, d in zip(row, dist)]}
+    if args.index:
+        index = _index_for(embedder, args.index)
+        labels = index.paths
+        indices, distances = index.search(queries, min(args.k, len(labels)))
+    else:
+        if not args.gallery:
+            raise ValueError("give --gallery DIR (or .npy) or --index DIR (built by zoo index)")
+        gallery_path = Path(args.gallery)
+        if gallery_path.is_dir():
+            files = image_files(gallery_path)
+            labels = [str(f) for f in files]
+            gallery = embedder.embed_files(files, face_index=args.face, align=not args.no_align)
+        elif gallery_path.is_file():
+            gallery = embedder.as_embeddings(read_array(gallery_path))  # images or (N, D) embeddings
+            labels = [f"{gallery_path}[{i}]" for i in range(len(gallery))]
+        else:
+            raise FileNotFoundError(f"{gallery_path}: no gallery folder or .npy file")
+        indices, distances = nearest_neighbours(queries, gallery, min(args.k, len(labels)))
+    results = [{"query": q, "neighbours": [{"path": labels[i], "distance": float(d)}
+                                           for i, d in zip(row, dist) if i >= 0]}
                for q, row, dist in zip(args.queries, indices, distances)]
     if args.json:
         _print_json(results)
@@ -312,11 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="nearest gallery images of each query")
     p.add_argument("name")
     p.add_argument("queries", nargs="+", help="query image files")
-    p.add_argument("--gallery", required=True, help="folder of images, or .npy of images or (N, D) embeddings")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--gallery", help="folder of images, or .npy of images or (N, D) embeddings")
+    where.add_argument("--index", help="a gallery index folder built by zoo index (faiss)")
     p.add_argument("-k", type=int, default=5, help="neighbours per query")
     p.add_argument("--json", action="store_true", help='print [{"query", "neighbours": [{"path", "distance"}]}]')
     _face_options(p)
     p.set_defaults(fn=cmd_search)
+    p = sub.add_parser("index", help="embed a folder of images into a faiss gallery index for zoo search --index")
+    p.add_argument("name")
+    p.add_argument("gallery", help="folder of images")
+    p.add_argument("--out", required=True, help="index folder to write")
+    p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat",
+                   help="flat: exact; ivf / hnsw: approximate, for large galleries")
+    _face_options(p)
+    p.set_defaults(fn=cmd_index)
     p = sub.add_parser("serve", help="the web page and its JSON API (verify, classify, search)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)

@@ -235,6 +235,12 @@ class OnnxEmbedder:
                       stacklevel=3)
 
     @property
+    def identity(self) -> dict:
+        """{"name", "sha256"}: the entry and the sha256 of its image graph, which a gallery index records."""
+        relpath = _tower_file(self.card, "images", self.path) if self.card.get("towers") else None
+        return {"name": self.card.get("name"), "sha256": (self.card.get("files") or {}).get(relpath)}
+
+    @property
     def threshold(self):
         """Verification threshold on the Euclidean distance of L2-normalised embeddings, or None."""
         return self.card.get("threshold")
@@ -348,14 +354,16 @@ class OnnxEmbedder:
     def search(self, queries, gallery, k=5):
         """Find the k gallery items nearest to each query (Euclidean on L2-normalised embeddings).
 
-        A gallery given as a 2-D float array with D columns is taken as precomputed embeddings.
-        Returns (indices: int64 (Q, k), distances: float32 (Q, k)), nearest first.
+        A gallery given as a 2-D float array with D columns is taken as precomputed embeddings; a
+        `zoo.runtime.index.GalleryIndex` is searched with faiss. Returns (indices: int64 (Q, k), distances: float32 (Q, k)), nearest first.
 
         Args:
             queries: array. Q images (see `embed`).
-            gallery: array. N images, or (N, D) float embeddings.
+            gallery: array | GalleryIndex. N images, (N, D) float embeddings, or an index of them.
             k: int. neighbours per query, 1 <= k <= N.
         """
+        if hasattr(gallery, "search") and hasattr(gallery, "paths"):  # a GalleryIndex (zoo.runtime.index)
+            return gallery.search(self.embed(queries), k)
         return nearest_neighbours(self.embed(queries), self.as_embeddings(gallery), k)
 
 
