@@ -136,6 +136,21 @@ def orl_folder(root, subjects, per_subject=4):
     return root
 
 
+def test_a_split_that_holds_out_one_class_is_refused_before_training(tmp_path):
+    from dataclasses import dataclass
+
+    from zoo.recipe import parse_config, user_data
+
+    @dataclass
+    class Config:
+        name: str = "x"
+
+    root = labelled_folder(tmp_path / "chars", classes=3, per_class=2)
+    _, args = parse_config(Config, {}, ["--data", str(root), "--test-fraction", "0.2"])
+    with pytest.raises(ValueError, match="holds out one class of 3"):
+        user_data(args, GREY, OMNIGLOT_PREPROCESSING)
+
+
 @pytest.mark.slow
 def test_smoke_fine_tune_parent_to_child_to_zoo_load(tmp_path, monkeypatch):
     root = tmp_path / "R"

@@ -337,6 +337,10 @@ def user_data(args, input_shape, contract, *, seed=0, min_per_class=2):
         contract = args.parent["card"].preprocessing
     data = read_folder(args.data, input_shape, contract, min_per_class=min_per_class)
     train, held_out = split_classes(data, args.test_fraction, seed=seed)
+    if data["layout"] == "labelled" and len(np.unique(held_out["labels"])) < 2:
+        raise ValueError(f"--data {args.data}: --test-fraction {args.test_fraction} holds out one class of "
+                         f"{len(data['class_names'])}; the held-out protocols compare classes, so raise it "
+                         "(or add classes)")
     train["labels"] = np.unique(train["labels"], return_inverse=True)[1]
     record = {"path": str(Path(args.data).resolve()), "layout": data["layout"], "images": int(len(data["images"])),
               "skipped": len(data["skipped"]), "test_fraction": args.test_fraction,
