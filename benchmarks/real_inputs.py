@@ -34,18 +34,11 @@ from PIL import Image
 import zoo.data
 from zoo import protocols, registry
 from zoo.data.build_npz import LFW_BOX
+from zoo.data.originals import emoji_rgba, lfw_photo
 from zoo.runtime import OnnxEmbedder, cpu_features
 from zoo.runtime import images as ops
 from zoo.runtime.contract import face_detector
 
-FRAME = 250
-
-
-def lfw_frame(crop) -> np.ndarray:
-    """A 250x250 LFW-like photo from a 48x48 crop: enlarged to the 112 box, edges repeated outside it."""
-    x1, y1, x2, y2 = LFW_BOX
-    box = ops.resize(crop, (y2 - y1, x2 - x1), "bilinear")
-    return np.pad(box, ((y1, FRAME - y2), (x1, FRAME - x2), (0, 0)), mode="edge")
 
 
 def pasted(photo, rng, size=(480, 640)) -> tuple[np.ndarray, float, tuple]:
@@ -105,7 +98,7 @@ def faces(name, tmp, quick, rng) -> dict:
     if quick:
         keep = np.isin(test["labels"], np.unique(test["labels"])[:8])
         test = {k: v[keep] for k, v in test.items() if k in ("images", "labels")}
-    frames = [lfw_frame(c) for c in test["images"]]
+    frames = [lfw_photo(c) for c in test["images"]]
     result = {"photos": len(frames), "card": registry.info(name).metrics["verification_accuracy"]}
 
     def verify(embeddings):
@@ -151,8 +144,7 @@ def protonet(tmp) -> dict:
 def clip(tmp) -> dict:
     embedder = OnnxEmbedder(registry.exports_dir() / "clip")
     images = zoo.data.load("emoji", "test")["images"]  # (N, 64, 64, 3) on white
-    white = np.all(images == 255, axis=-1, keepdims=True)
-    rgba = np.concatenate([np.where(white, 0, images), np.where(white, 0, 255)], axis=-1).astype(np.uint8)
+    rgba = emoji_rgba(images)
     files = save(rgba, tmp / "emoji", ".png")
     reference = embedder.embed(images)
     contract = np.sum(embedder.embed_files(files) * reference, axis=1)

@@ -28,7 +28,8 @@ from zoo import backbones, protocols
 from zoo.data.augment import square_crops
 from zoo.export import publish
 from zoo.methods.clip import CLIP
-from zoo.recipe import EMOJI_PREPROCESSING, embed, parse_config, print_metrics, train, user_card, user_data
+from zoo.recipe import (EMOJI_PREPROCESSING, embed, parent_record, parse_config, print_metrics, train, user_card,
+                        user_data)
 from zoo.runtime import OnnxCLIP, Tokenizer
 
 
@@ -58,7 +59,6 @@ SMOKE = {"epochs": 2, "limit": 64, "batch_size": 32, "widths": "16-32", "text_wi
 # Prompt ensembles for zero-shot classification, averaged in embedding space.
 TEMPLATES = ("{}", "an emoji of {}", "a picture of {}", "{} emoji")
 
-CLIP_KERAS = "image_encoder.keras"  # the parent's weights file whose sha256 a fine-tuned card records
 CARD = {
     "method": "CLIP", "protocol": "zero_shot", "primary_metric": "image_to_text_recall@5",
     "dataset": "emoji (Noto) train + COCO mini train",
@@ -142,13 +142,11 @@ def main(argv=None):
               "image_size": config.image_size, "templates": list(TEMPLATES)}
     golden_tokens = tokenizer.encode(["grinning face", "", "Ünïcödé ✓ 😀", "x" * (3 * config.context_length),
                                       str(test["captions"][0])])
-    parent = None
-    if args.parent is not None:  # the parent's numbers on the same held-out pairs, to see what fine-tuning bought
-        folder, parent_card = args.parent["folder"], args.parent["card"]
+    def retrieval_of(folder):  # with --init: the parent on the same held-out pairs, to see what fine-tuning bought
         clip = OnnxCLIP(folder)
-        parent = {"entry": parent_card.name, "folder": str(folder.resolve()), "created": parent_card.created,
-                  "sha256": parent_card.files[CLIP_KERAS], "metrics_on_held_out":
-                  protocols.image_text_retrieval(clip.encode_image, clip.encode_text, test) if own else None}
+        return protocols.image_text_retrieval(clip.encode_image, clip.encode_text, test)
+
+    parent = parent_record(args, "zero_shot", own and test, measure=retrieval_of)
     card = user_card({**CARD, "recipe": run.command, "extras": extras}, args, own and own[2], parent, metrics)
     return publish(config.name, towers, card=card, metrics=metrics,
                    training=run.record(config, pairs=len(pairs[0]), data=own and own[2]),

@@ -12,6 +12,7 @@ import zoo.data
 from zoo import registry
 from zoo.cli import main
 from zoo.data.build_npz import LFW_BOX
+from zoo.data.originals import emoji_rgba, lfw_photo
 from zoo.runtime import OnnxEmbedder, read_image
 from zoo.runtime import images as ops
 from zoo.runtime.contract import prepare
@@ -76,16 +77,10 @@ def test_lfw_fixed_crop_is_the_bundled_conversion():
                                   expected)
 
 
-def rgba_of(images):
-    """RGBA emoji files as an app holds them: alpha 0 where the picture is white, with black colour there."""
-    white = np.all(images == 255, axis=-1, keepdims=True)
-    return np.concatenate([np.where(white, 0, images), np.where(white, 0, 255)], axis=-1).astype(np.uint8)
-
-
 def test_rgba_is_flattened_onto_white_as_the_training_images():
     images = zoo.data.load("emoji", "test")["images"][:50]
     contract = zoo.info("clip").preprocessing
-    np.testing.assert_array_equal(np.stack([prepare(x, contract, (64, 64, 3)) for x in rgba_of(images)]), images)
+    np.testing.assert_array_equal(np.stack([prepare(x, contract, (64, 64, 3)) for x in emoji_rgba(images)]), images)
 
 
 # --- decoding files ------------------------------------------------------------------------
@@ -116,13 +111,6 @@ def test_read_image_decodes_every_mode(tmp_path):
 
 
 # --- faces --------------------------------------------------------------------------------
-
-
-def lfw_photo(crop):
-    """A 250x250 LFW-like photo from a bundled 48x48 crop: enlarged to the 112 box, edges repeated outside."""
-    x1, y1, x2, y2 = LFW_BOX
-    return np.pad(ops.resize(crop, (y2 - y1, x2 - x1), "bilinear"), ((y1, 250 - y2), (x1, 250 - x2), (0, 0)),
-                  mode="edge")
 
 
 def in_picture(photo, scale, top, left, size=(400, 520), seed=0):
@@ -230,7 +218,7 @@ def original_files(card, folder):
             zoo.data.load(dataset, split)["images"][:160:20]
     else:
         arrays = zoo.data.load(dataset, split)["images"][:160:20]
-        files = rgba_of(arrays) if dataset == "emoji" else arrays
+        files = emoji_rgba(arrays) if dataset == "emoji" else arrays
     paths = []
     for i, x in enumerate(files):
         paths.append(folder / f"{i}.png")
@@ -253,7 +241,7 @@ def test_zero_shot_cli_on_rgba_files_against_the_runtime(tmp_path, capsys):
 
     images = zoo.data.load("emoji", "test")["images"][:3]
     paths = []
-    for i, x in enumerate(rgba_of(images)):
+    for i, x in enumerate(emoji_rgba(images)):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(x).save(paths[-1])
     classes = ["smileys and emotion", "animals and nature", "food and drink"]

@@ -21,18 +21,10 @@ from PIL import Image
 import zoo.data
 from zoo import registry
 from zoo.cli import main
-from zoo.data.build_npz import LFW_BOX
+from zoo.data.originals import lfw_photo
 from zoo.runtime import OnnxCLIP, OnnxEmbedder, prototype_distances, read_image
-from zoo.runtime import images as ops
 
 FACES = "facenet_triplet"
-
-
-def lfw_photo(crop):
-    """A 250x250 LFW-like photo from a bundled 48x48 crop: enlarged to the 112 box, edges repeated outside."""
-    x1, y1, x2, y2 = LFW_BOX
-    return np.pad(ops.resize(crop, (y2 - y1, x2 - x1), "bilinear"), ((y1, 250 - y2), (x1, 250 - x2), (0, 0)),
-                  mode="edge")
 
 
 def png(image) -> bytes:

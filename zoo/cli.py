@@ -169,13 +169,8 @@ def support_folder(folder) -> tuple[list[Path], list[str]]:
     return files, labels
 
 
-def _softmax(logits) -> np.ndarray:
-    logits = logits - logits.max(axis=1, keepdims=True)
-    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-
-
 def cmd_classify(args):
-    from zoo.runtime import prototype_distances
+    from zoo.runtime import prototype_distances, softmax
 
     embedder = _embedder(args.name)
     files, labels = support_folder(args.support)
@@ -184,7 +179,7 @@ def cmd_classify(args):
     classes, d2 = prototype_distances(support, labels, queries)  # (C,), (Q, C)
     # Confidence: softmax over minus squared distances, a prototypical network's class probabilities.
     results = []
-    for query, p, d in zip(args.queries, _softmax(-d2), d2):
+    for query, p, d in zip(args.queries, softmax(-d2), d2):
         best = int(np.argmax(p))
         results.append({"query": query, "class": str(classes[best]), "confidence": float(p[best]),
                         "distances": {str(c): float(np.sqrt(v)) for c, v in zip(classes, d)}})

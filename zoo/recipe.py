@@ -413,19 +413,28 @@ def held_out_metrics(protocol, embed_fn, held_out, seed=0) -> dict:
     raise ValueError(f"no held-out protocol for {protocol!r} on a user folder")
 
 
-def parent_record(args, protocol, held_out, seed=0) -> dict | None:
+def parent_record(args, protocol, held_out, seed=0, measure=None) -> dict | None:
     """With --init: the parent's name, the sha256 of its weights, and its metrics on the same held-out part, so
-    the card shows what fine-tuning bought; None otherwise."""
+    the card shows what fine-tuning bought; None otherwise.
+
+    Args:
+        args: namespace from `parse_config`.
+        protocol: str. the entry's protocol, measured by `held_out_metrics` on the parent's image tower.
+        held_out: dict | None. the held-out part (None: no metrics).
+        seed: int. the protocol's seed.
+        measure: callable | None. parent folder -> metrics, for a protocol `held_out_metrics` has not (CLIP's).
+    """
     if args.parent is None:
         return None
     from zoo.runtime import OnnxEmbedder
 
     card, folder = args.parent["card"], args.parent["folder"]
-    parent = OnnxEmbedder(folder)
+    if measure is None:
+        measure = lambda f: held_out_metrics(protocol, OnnxEmbedder(f).embed, held_out, seed)  # noqa: E731
     first = next(iter(card.towers.values()))
-    metrics = held_out_metrics(protocol, lambda x: parent.embed(x), held_out, seed) if held_out is not None else None
     return {"entry": card.name, "folder": str(folder.resolve()), "created": card.created,
-            "sha256": card.files[first["keras"]], "metrics_on_held_out": metrics}
+            "sha256": card.files[first["keras"]],
+            "metrics_on_held_out": measure(folder) if held_out is not None else None}
 
 
 def subset(data, rows=0, classes=0, seed=0):

@@ -84,6 +84,11 @@ class LimitRequestBody:
                 await too_large(scope, receive, send)
 
 
+def _has_text(card) -> bool:
+    """Whether an entry has a text tower (CLIP), so it can search by words."""
+    return any(t["input"] == "token_ids" for t in card.towers.values())
+
+
 class Zoo:
     """The entries of one zoo root, their runtime embedders built once and shared by every request."""
 
@@ -102,7 +107,7 @@ class Zoo:
                         "primary_metric": card.primary_metric, "value": value, "license": card.data_license,
                         "threshold": card.threshold, "input_shape": list(card.input_shape),
                         "face": bool((card.preprocessing or {}).get("face")),
-                        "text": any(t["input"] == "token_ids" for t in card.towers.values())})
+                        "text": _has_text(card)})
         return out
 
     def embedder(self, name, clip=False):
@@ -299,7 +304,7 @@ def create_app(root=None, galleries=None, *, max_bytes=MAX_REQUEST_BYTES, max_fi
     def classify(entry: Annotated[str, Form()], queries: Annotated[list[UploadFile], File()],
                  support: Annotated[list[UploadFile], File()] = None, labels: Annotated[str, Form()] = None,
                  support_zip: Annotated[UploadFile, File()] = None):
-        from zoo.runtime import prototype_distances
+        from zoo.runtime import prototype_distances, softmax
 
         embedder = zoo.embedder(entry)
         with Uploads(max_files) as uploads:
@@ -322,8 +327,7 @@ def create_app(root=None, galleries=None, *, max_bytes=MAX_REQUEST_BYTES, max_fi
         support_emb = embedder.embed(support_images)  # (S, D)
         query_emb = embedder.embed(query_images)  # (Q, D)
         classes, d2 = prototype_distances(support_emb, classes_of, query_emb)  # (C,), (Q, C)
-        logits = -d2 - (-d2).max(axis=1, keepdims=True)
-        probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        probabilities = softmax(-d2)  # a prototypical network's class probabilities
         example_d = np.linalg.norm(query_emb[:, None] - support_emb[None], axis=-1)  # (Q, S)
         results = []
         for q, name in enumerate(query_names):
@@ -354,7 +358,7 @@ def create_app(root=None, galleries=None, *, max_bytes=MAX_REQUEST_BYTES, max_fi
             if query is not None:
                 query_emb = embedder.embed(uploads.images([query])[1])
             elif text and text.strip():
-                if not any(e["name"] == entry and e["text"] for e in zoo.entries()):
+                if not _has_text(registry.info(entry, zoo.root)):
                     raise _Refused(400, f"entry {entry!r} has no text tower; search by text needs a CLIP entry")
                 query_emb = zoo.embedder(entry, clip=True).encode_text([text.strip()])
             else:

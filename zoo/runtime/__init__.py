@@ -32,7 +32,7 @@ from .files import read_image, image_files
 
 __all__ = ["OnnxEmbedder", "OnnxCLIP", "Tokenizer", "few_shot_classify", "read_card", "cpu_features",
            "int8_cpu_class", "read_image", "image_files", "NoFaceError", "nearest_neighbours",
-           "prototype_distances"]
+           "prototype_distances", "softmax"]
 
 _CARD_METADATA_KEY = "zoo_card"
 # Entries of the (rows, N) distance block per chunk in `search`: bounds memory for large galleries.
@@ -412,8 +412,16 @@ def few_shot_classify(embedder, support_images, support_labels, query_images) ->
     return classes[np.argmin(d2, axis=1)]
 
 
+def softmax(logits) -> np.ndarray:
+    """Row-wise softmax of (B, C) logits (shifted by each row's maximum, so large logits do not overflow)."""
+    logits = np.asarray(logits, np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def prototype_distances(support, support_labels, queries):
-    """Squared Euclidean distances from query embeddings to class prototypes (mean support embeddings).
+    """Squared Euclidean distances from query embeddings to class prototypes (mean support embeddings);
+    `softmax(-distances)` gives a prototypical network's class probabilities.
 
     Returns (classes: the sorted distinct labels (C,), distances: float64 (Q, C)).
 
@@ -565,9 +573,7 @@ class OnnxCLIP:
         """
         text = self.class_embeddings(class_names, templates)  # (C, D)
         logits = self.logit_scale * _l2_normalize(self.encode_image(images)) @ text.T  # (B, C)
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities = softmax(logits)
         return np.argmax(probabilities, axis=1), probabilities.astype(np.float32)
 
     def zero_shot_head(self, class_names, templates, path) -> Path:
