@@ -83,16 +83,17 @@ def table(root=None, episodes=1000, classes=0):
     return "\n".join(lines) + "\n"
 
 
-def write_section(readme, text):
-    """Put `text` between the ssl markers of `readme` (appending a section if the markers are missing)."""
+def write_section(readme, text, start=START, end=END, heading=HEADING):
+    """Put `text` between the `start` and `end` markers of `readme` (appending a section under `heading` if the
+    markers are missing); the rest of the file is kept."""
     readme = Path(readme)
     current = readme.read_text() if readme.exists() else ""
-    block = f"{START}\n{text}{END}"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        updated = head + block + rest.split(END, 1)[1]
+    block = f"{start}\n{text}{end}"
+    if start in current and end in current:
+        head, rest = current.split(start, 1)
+        updated = head + block + rest.split(end, 1)[1]
     else:
-        updated = current.rstrip("\n") + ("\n\n" if current else "") + f"{HEADING}\n\n{block}\n"
+        updated = current.rstrip("\n") + ("\n\n" if current else "") + f"{heading}\n\n{block}\n"
     readme.write_text(updated)
 
 

@@ -161,16 +161,20 @@ def ref_prototypical(support, query):
     return total / (n_way * n_query), correct / (n_way * n_query)
 
 
-def ref_clip(images, texts, logit_scale):
-    """Radford et al. 2021: symmetric cross-entropy over the scaled cosine similarities."""
+def ref_clip(images, texts, logit_scale, positives=None):
+    """Radford et al. 2021: symmetric cross-entropy over the scaled cosine similarities; with `positives`
+    (Yang et al. 2022, UniCL) the cross-entropy of each row and column averaged over its positive pairs."""
     images = np.asarray(images, np.float64)
     texts = np.asarray(texts, np.float64)
     images = images / np.linalg.norm(images, axis=1, keepdims=True)
     texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
     n = len(images)
+    positives = np.eye(n, dtype=bool) if positives is None else np.asarray(positives, bool)
     logits = np.array([[logit_scale * images[i] @ texts[j] for j in range(n)] for i in range(n)])
-    rows = np.mean([-logits[i, i] + np.log(np.sum(np.exp(logits[i]))) for i in range(n)])
-    cols = np.mean([-logits[j, j] + np.log(np.sum(np.exp(logits[:, j]))) for j in range(n)])
+    rows = np.mean([np.mean([np.log(np.sum(np.exp(logits[i]))) - logits[i, j] for j in range(n) if positives[i, j]])
+                    for i in range(n)])
+    cols = np.mean([np.mean([np.log(np.sum(np.exp(logits[:, j]))) - logits[i, j] for i in range(n) if positives[i, j]])
+                    for j in range(n)])
     return (rows + cols) / 2
 
 

@@ -123,11 +123,25 @@ def test_random_apply():
     assert 16 < flipped.sum() < 48
 
 
+def test_random_background_paints_white_only():
+    x = np.full((8, 4, 4, 3), 255.0, np.float32)
+    x[:, 0, 0] = (200.0, 10.0, 90.0)  # a drawn pixel: its smallest channel is far below `low`
+    x[:, 0, 1] = 242.5  # antialiased edge: halfway between low=230 and white
+    out = _np(augment.RandomBackground(low=230.0, seed=0)(x))
+    colour = out[:, 3, 3]  # (8, 3) the background colour drawn for each image
+    assert np.allclose(out[:, 0, 0], x[:, 0, 0])
+    assert np.allclose(out[:, 0, 1], 0.5 * 242.5 + 0.5 * colour, atol=1e-3)
+    assert np.allclose(out[:, 1:, 1:], colour[:, None, None], atol=1e-3)
+    assert len(np.unique(colour[:, 0].round(3))) == 8 and colour.min() >= 0 and colour.max() <= 255
+    assert np.array_equal(_np(augment.RandomBackground()(x, training=False)), x)
+
+
 PIPELINES = {
     "simclr_rgb": (lambda seed: augment.simclr_rgb(16, solarize=0.2, seed=seed), 3),
     "characters": (lambda seed: augment.characters(20, seed=seed), 1),
     "faces": (lambda seed: augment.faces(16, seed=seed), 3),
     "square_crops": (lambda seed: augment.square_crops(16, seed=seed), 3),
+    "icon_styles": (lambda seed: augment.icon_styles(16, seed=seed), 3),
 }
 
 
@@ -157,7 +171,7 @@ def test_pipeline_in_predict(name):
 
 
 @pytest.mark.multibackend
-@pytest.mark.parametrize("name", ["simclr_rgb", "characters", "square_crops"])
+@pytest.mark.parametrize("name", ["simclr_rgb", "characters", "square_crops", "icon_styles"])
 def test_pipeline_in_fit(name, tmp_path):
     build, channels = PIPELINES[name]
     size = 20 if name == "characters" else 16

@@ -128,6 +128,24 @@ def test_emoji_split():
     i = list(train["captions"]).index("grinning face")
     assert train["category_names"][train["labels"][i]] == "Smileys & Emotion"
     assert train["unified"][i] == "1F600" and train["subcategory"][i] == "face-smiling"
+    # CLDR annotations, row for row (emoji_annotations.npz).
+    assert train["cldr_names"][i] == "grinning face" and "grin" in train["keywords"][i].split("|")
+    flags = [k for k, c in enumerate(train["captions"]) if c.endswith(" flag") and train["subcategory"][k] == "country-flag"]
+    assert flags and all(train["cldr_names"][k] == "flag: " + train["captions"][k][:-5] for k in flags[:3])
+    assert all(len(d["cldr_names"]) == len(d["images"]) == len(d["keywords"]) for d in (train, test))
+
+
+def test_every_bundled_file_matches_its_provenance_sha256():
+    import hashlib
+    import re
+    from pathlib import Path
+
+    folder = Path(zd.__file__).parent
+    table = dict(re.findall(r"^\| (\S+\.npz) \| [0-9.]+ \| ([0-9a-f]{64}) \|$",
+                            (folder / "PROVENANCE.md").read_text(), re.M))
+    assert set(table) == {p.name for p in folder.glob("*.npz")}
+    for name, digest in table.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_coco_mini():

@@ -232,6 +232,18 @@ def test_clip_matches_naive_loop():
         np.testing.assert_allclose(got, ref_clip(images, texts, scale), rtol=RTOL, atol=ATOL)
 
 
+def test_clip_with_shared_captions_matches_naive_loop():
+    rng = np.random.default_rng(7)
+    for n in (1, 6, 12):
+        images, texts = rng.normal(size=(2, n, 8)).astype(np.float32)
+        image_ids, caption_ids = rng.integers(0, 3, n), rng.integers(0, 4, n)  # repeats in both
+        positives = (image_ids[:, None] == image_ids[None]) | (caption_ids[:, None] == caption_ids[None])
+        got = as_float(losses.clip(images, texts, 10.0, positives=positives))
+        np.testing.assert_allclose(got, ref_clip(images, texts, 10.0, positives), rtol=RTOL, atol=ATOL)
+        identity = as_float(losses.clip(images, texts, 10.0, positives=np.eye(n, dtype=bool)))
+        np.testing.assert_allclose(identity, as_float(losses.clip(images, texts, 10.0)), rtol=RTOL, atol=ATOL)
+
+
 # ---------------------------------------------------------------- gradients
 
 

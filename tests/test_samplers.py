@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from zoo.data.samplers import (
+    CaptionSampler,
     EpisodeSampler,
     HardClusterSampler,
     PairSampler,
@@ -253,3 +254,49 @@ def test_samplers_feed_fit():
     siamese.compile("sgd", "mse")
     siamese.fit(PairSampler(images, labels, batch_size=4, steps=2), epochs=1, verbose=0)
     siamese.fit(TwoViewSampler(images, batch_size=4, steps=2), epochs=1, verbose=0)
+
+
+def test_caption_sampler_shows_every_image_once_per_epoch_with_one_of_its_captions():
+    images, _ = _toy([7, 6])  # 13 images
+    captions = [[i, 13 + i % 2] for i in range(13)]  # its own caption, and one of two it shares
+    token_ids = np.arange(15 * 3, dtype=np.int32).reshape(15, 3)
+    groups = np.arange(13) // 2  # pairs of identical pictures
+    sampler = CaptionSampler(images, captions, token_ids, batch_size=5, groups=groups, seed=3)
+    assert len(sampler) == 3
+    drawn = {}
+    for epoch in range(4):
+        sampler.epoch = epoch
+        batches = [sampler[i] for i in range(len(sampler))]
+        rows = np.concatenate([_rows(x) for (x, _), _ in batches])
+        assert sorted(rows) == list(range(13)) and [len(_rows(x)) for (x, _), _ in batches] == [5, 5, 3]
+        for (x, tokens), ids in batches:
+            r = _rows(x)
+            assert np.array_equal(ids[:, 0], groups[r]) and ids.dtype == np.int32
+            assert all(c in captions[i] for i, c in zip(r, ids[:, 1]))
+            assert np.array_equal(tokens, token_ids[ids[:, 1]])
+            drawn.update({(epoch, i): c for i, c in zip(r, ids[:, 1])})
+        assert _same_batches(batches[1], sampler[1])  # reproducible
+    assert {c >= 13 for c in drawn.values()} == {True, False}  # both kinds of caption are drawn
+
+
+def test_caption_sampler_views_are_computed_once_when_first_needed():
+    calls = []
+
+    def views():
+        calls.append(1)
+        return np.stack([np.full((4, 2), v, np.float32) for v in (10.0, 20.0)])  # (V=2, N=4, F=2)
+
+    sampler = CaptionSampler(views, [[0], [1], [2], [3]], np.zeros((4, 2), np.int32), batch_size=4, seed=0)
+    assert calls == []  # nothing computed until a batch is read
+    seen = set()
+    for epoch in range(8):
+        sampler.epoch = epoch
+        (x, _), _ = sampler[0]
+        seen |= set(x[:, 0].tolist())
+    assert calls == [1] and seen == {10.0, 20.0}
+    with pytest.raises(ValueError, match="at least one caption"):
+        CaptionSampler(np.zeros((2, 1)), [[0], []], np.zeros((1, 2), np.int32), batch_size=2)
+    with pytest.raises(ValueError, match="index the 1 rows"):
+        CaptionSampler(np.zeros((1, 1)), [[3]], np.zeros((1, 2), np.int32), batch_size=2)
+    with pytest.raises(ValueError, match="rows for 2 images"):
+        CaptionSampler(np.zeros((3, 1)), [[0], [0]], np.zeros((1, 2), np.int32), batch_size=2)

@@ -30,7 +30,8 @@ Splits (fixed; every random choice below is `numpy.random.default_rng(SPLIT_SEED
   (11 groups in the file share pixels under different names) always fall on the same side.
   Labels = category (index into category_names). Keys: subcategory (str), subcategory_labels
   (index into subcategory_names, the sorted distinct subcategories), captions (the lower-cased
-  Unicode name), short_names, unified (code points).
+  Unicode name), short_names, unified (code points), cldr_names (the CLDR short name, lower-cased)
+  and keywords (the CLDR keywords joined by "|").
 - `coco_mini` (239 MS-COCO 2017 images, 96x96 RGB, 5 captions each): `train` (80, from
   train2017) / `val` (159, from val2017). Labels = arange(N), one instance per image. Keys:
   captions (N, 5) str, image_id (COCO id), license (COCO license id, 1..8), license_names.
@@ -63,6 +64,7 @@ _FILES = {
     "orl": "orl_faces.npz",
     "mnist": "mnist_test.npz",
     "emoji": "emoji_captions.npz",
+    "emoji_annotations": "emoji_annotations.npz",  # CLDR names and keywords of the emoji, row for row
     "coco_mini": "coco_captions_mini.npz",
 }
 LFW_TEST_FRACTION = 0.2
@@ -305,6 +307,11 @@ def _emoji(split, size):
         "short_names": f["short_names"],
         "unified": f["unified"],
     }
+    annotations = _archive("emoji_annotations")
+    if not np.array_equal(annotations["unified"], f["unified"]):
+        raise ValueError("emoji_annotations.npz does not list the emoji of emoji_captions.npz in the same order; "
+                         "rebuild it with build_npz.py (see PROVENANCE.md)")
+    data["cldr_names"], data["keywords"] = annotations["cldr_name"], annotations["keywords"]
     test = _emoji_test_mask()
     return _rows(data, test if split == "test" else ~test)
 

@@ -317,6 +317,43 @@ class RandomStrokeWidth(keras.layers.Layer):
         return {**super().get_config(), "factor": self.factor, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="zoo")
+class RandomBackground(keras.layers.Layer):
+    """Paint the near-white background of each image a random colour.
+
+    Per image, a colour c ~ U(0, 255)^3; a pixel takes c by the weight w = clip((m - low) / (255 - low), 0, 1),
+    m its smallest channel (1 on pure white, 0 below `low`, so antialiased edges blend). For icons drawn on white
+    (emoji as bundled): the same drawing on another background.
+
+    Args:
+      low: float. Smallest channel value from which a pixel counts as (partly) background.
+      seed: int or None. Seed of the colours.
+    """
+
+    def __init__(self, low=230.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= low < 255:
+            raise ValueError(f"low must be in [0, 255), got {low}")
+        self.low = float(low)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        images = ops.cast(images, self.compute_dtype)
+        if not training:
+            return images
+        colour = keras.random.uniform((ops.shape(images)[0], 1, 1, images.shape[-1]), 0.0, 255.0,
+                                      seed=self.seed_generator)
+        weight = ops.clip((ops.min(images, axis=-1, keepdims=True) - self.low) / (255.0 - self.low), 0.0, 1.0)
+        return images * (1.0 - weight) + colour * weight  # (B, H, W, C)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "low": self.low, "seed": self.seed}
+
+
 def _seeds(seed):
     """A distinct seed per layer (or None for each), so layers draw independently."""
     count = 0
@@ -421,6 +458,39 @@ def square_crops(image_size, scale=(0.5, 1.0), seed=None):
     height, width = _side(image_size)
     return keras.Sequential([RandomResizedCrop(height, width, scale=scale, ratio=(1.0, 1.0), seed=seed)],
                             name="square_crops")
+
+
+def icon_styles(image_size, seed=None):
+    """Views of icons drawn on white (emoji) that change the art style, not the content: a square crop, a small
+    affine map, another background colour, colour jitter, thicker or thinner outlines, grey, blur. No flips (a
+    caption's "left" would become "right") and no colour inversion, which `recipes/clip_shift.py` keeps as an
+    unseen shift.
+
+    Args:
+      image_size: int. Side of the input and output images.
+      seed: int or None. Base seed of the layers.
+
+    Reference:
+      Radford et al. 2021 (CLIP's random square crop); Chen et al. 2020 (SimCLR's colour jitter, grey, blur).
+    """
+    height, width = _side(image_size)
+    seeds = _seeds(seed)
+    kernel = max(3, int(0.1 * min(height, width)) // 2 * 2 + 1)
+    jitter = keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.3, contrast_factor=0.3,
+                                            saturation_factor=(0.3, 0.7), hue_factor=0.2, seed=next(seeds))
+    return keras.Sequential(
+        [
+            RandomResizedCrop(height, width, scale=(0.6, 1.0), ratio=(1.0, 1.0), seed=next(seeds)),
+            RandomAffine(rotation=10, shear=0.1, zoom=0.1, translation=0.05, seed=next(seeds)),
+            RandomApply(RandomBackground(seed=next(seeds)), 0.3, seed=next(seeds)),
+            RandomApply(jitter, 0.8, seed=next(seeds)),
+            RandomStrokeWidth(0.5, seed=next(seeds)),
+            keras.layers.RandomGrayscale(0.2, seed=next(seeds)),
+            keras.layers.RandomGaussianBlur(factor=(0.3, 0.3), kernel_size=kernel, sigma=(0.1, 1.5),
+                                            value_range=(0, 255), seed=next(seeds)),
+        ],
+        name="icon_styles",
+    )
 
 
 def faces(image_size, seed=None):

@@ -408,3 +408,62 @@ class TwoViewSampler(_Sampler):
             a.append(pair[0])
             b.append(pair[-1])
         return (_float(self.images[a]), _float(self.images[b])), dummy
+
+
+class CaptionSampler(_Sampler):
+    """Image-caption batches for CLIP: each epoch shows every image once, in a seeded random order, with one of
+    its captions (and one of its views) drawn at random.
+
+    Yields `((inputs, token_ids), ids)`: inputs (B, ...) float32, token_ids (B, L) int32, and ids (B, 2) int32
+    of (image group, caption) per row, so that `zoo.methods.clip.CLIP` counts rows that share an image (a
+    duplicate picture under another name) or a caption (a category name) as matches. The last batch of an
+    epoch holds the remainder.
+
+    Args:
+      inputs: array (N, ...) of images or features, or a callable returning (V, N, ...): V views of each
+        (e.g. a locked tower's features of V augmented copies), called once, at the first batch, so a run
+        that trains nothing never computes them.
+      captions: sequence of N int sequences. The captions of each image, as rows of `token_ids`.
+      token_ids: array (C, L) int32. Every caption, tokenized.
+      batch_size: int. Rows per batch.
+      groups: array (N,) int or None. Images with equal group are the same picture (default: all distinct).
+      seed: int. Seed of the order and the draws.
+    """
+
+    def __init__(self, inputs, captions, token_ids, batch_size, groups=None, seed=0, **kwargs):
+        _positive(batch_size=batch_size)
+        self.captions = [np.asarray(c, np.int64) for c in captions]
+        if not self.captions or min(len(c) for c in self.captions) == 0:
+            raise ValueError("every image needs at least one caption")
+        self.token_ids = np.asarray(token_ids, np.int32)
+        if max(int(c.max()) for c in self.captions) >= len(self.token_ids):
+            raise ValueError(f"caption ids must index the {len(self.token_ids)} rows of token_ids")
+        n = len(self.captions)
+        self.groups = np.arange(n) if groups is None else np.asarray(groups, np.int64)
+        if len(self.groups) != n:
+            raise ValueError(f"groups has {len(self.groups)} rows for {n} images")
+        self._make_views, self._views = (inputs, None) if callable(inputs) else (None, _float(inputs)[None])
+        if self._views is not None and self._views.shape[1] != n:
+            raise ValueError(f"inputs has {self._views.shape[1]} rows for {n} images with captions")
+        self.batch_size = int(batch_size)
+        super().__init__(-(-n // self.batch_size), seed, **kwargs)
+
+    def views(self):
+        """(V, N, ...) float32: the views of every image (computed on first use for a callable)."""
+        if self._views is None:
+            views = _float(self._make_views())
+            if views.ndim < 2 or views.shape[1] != len(self.captions):
+                raise ValueError(f"inputs() gave shape {views.shape}; expected (V, {len(self.captions)}, ...)")
+            self._views = views
+        return self._views
+
+    def __getitem__(self, index):
+        self._rng(index)  # checks the index
+        n = len(self.captions)
+        rng = np.random.default_rng((self.seed, self.epoch))  # one draw per epoch: order, view, caption
+        order, view, pick = rng.permutation(n), rng.integers(0, 2**31, n), rng.random(n)
+        rows = order[index * self.batch_size:(index + 1) * self.batch_size]
+        views = self.views()
+        chosen = np.array([self.captions[r][int(pick[r] * len(self.captions[r]))] for r in rows])
+        ids = np.stack([self.groups[rows], chosen], axis=1).astype(np.int32)
+        return (views[view[rows] % len(views), rows], self.token_ids[chosen]), ids
