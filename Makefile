@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tf test-jax test-torch clean
+.PHONY: demo test test-tf test-jax test-distributed test-torch clean
 
 .venv/installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -22,6 +22,12 @@ test-tf: .venv/installed
 # Losses and methods again on JAX: the same fit() must run on every backend.
 test-jax: .venv/installed
 	KERAS_BACKEND=jax $(PY) -m pytest -q -x -m multibackend tests
+
+# Data-parallel training alone, on both backends (2 virtual CPU devices in subprocesses; also part of `test`:
+# test-tf runs every `distributed` test, test-jax those also marked `multibackend`).
+test-distributed: .venv/installed
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -x -m distributed tests/test_distributed.py
+	KERAS_BACKEND=jax $(PY) -m pytest -q -x -m "distributed and multibackend" tests/test_distributed.py
 
 # The same on torch; not part of `test` (CI has no torch). Needs a CPU torch in .venv: a plain
 # `pip install torch` pulls the CUDA build (GBs), so install a `+cpu` wheel.

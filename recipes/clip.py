@@ -1,21 +1,32 @@
-"""Retrain the `clip` entry: a small image-text dual encoder on emoji names and COCO captions.
+"""Retrain the `clip` entry, a small image-text dual encoder on emoji names and COCO captions, and `clip_lit`, its
+locked-image tuning on the emoji's CLDR names and keywords and their categories.
 
     python recipes/clip.py            # 24 epochs (about 25 min on 2 CPU cores), publishes exports/clip
     python recipes/clip.py --smoke    # seconds, publishes into runs/smoke-exports
 
-The published entry trained 150 epochs of a 4-stage image tower on a GPU machine without
-TensorFlow (2 min on one H200, JAX backend), then was evaluated and published here:
+The published `clip` trained 150 epochs of a 4-stage image tower on a GPU machine without TensorFlow (2 min on
+one H200, JAX backend), then was evaluated and published here:
 
     KERAS_BACKEND=jax python recipes/clip.py --epochs 150 --widths 32-64-128-256 --train-only \
         --workdir runs/gpu/clip
     python recipes/clip.py --epochs 150 --widths 32-64-128-256 --trained runs/gpu/clip
 
-Trains on the emoji train split (image, Unicode name) plus COCO mini (every image with each of
-its five captions), from scratch, with random square crops. Evaluates on the emoji test split,
-never trained on: image<->text recall@1/5/10 among the test names, zero-shot top-1 over the 10
-categories and over the subcategories with prompt ensembles of their names (and, for the
-categories, also with each category described by its subcategory names), and a linear probe on
-the image tower.
+`clip_lit` starts from it (LiT, Zhai et al. 2022: "locked-image text tuning"): its image tower stays locked but
+for the last, linear layer, which trains with the whole text tower on more text per image (the Unicode name,
+the CLDR short name, the CLDR keywords, the category, the subcategory: `--captions`) and on style views of each
+image (`--styles`: `zoo.data.augment.icon_styles`; the locked part embeds `--views` of each image once, so an
+epoch costs the text tower and one linear layer, which 2 CPU cores afford):
+
+    python recipes/clip.py --init clip --lock-image true --styles true --views 8 --epochs 40 --batch-size 256 \
+        --learning-rate 1e-3 --captions name+cldr+keywords+category+subcategory --name clip_lit
+
+Each epoch shows every training image once with one of its captions drawn at random (`CaptionSampler`); rows
+that share an image or a caption (a category name) are matches in the loss (UniCL, `losses.clip(positives=)`).
+Trains on the emoji train split plus COCO mini (each image with its five captions). Evaluates on the emoji test
+split, never trained on (neither its images nor its names or annotations): image<->text recall@1/5/10 among the
+test names, zero-shot top-1 over the 10 categories and over the subcategories with prompt ensembles of their
+names (and, for the categories, also with each category described by its subcategory names), and a linear probe
+on the image tower. `recipes/clip_shift.py` measures the entries under changes of art style.
 """
 
 from dataclasses import dataclass
@@ -25,11 +36,13 @@ import numpy as np
 
 import zoo.data
 from zoo import backbones, protocols
-from zoo.data.augment import square_crops
+from zoo.backbones import embedder_from
+from zoo.data.augment import icon_styles, square_crops
+from zoo.data.samplers import CaptionSampler
 from zoo.export import publish
 from zoo.methods.clip import CLIP
-from zoo.recipe import (EMOJI_PREPROCESSING, embed, parent_record, parse_config, print_metrics, train, user_card,
-                        user_data)
+from zoo.recipe import (EMOJI_PREPROCESSING, Stopwatch, embed, load_towers, parent_record, parse_config,
+                        print_metrics, train, user_card, user_data)
 from zoo.runtime import OnnxCLIP, Tokenizer
 
 
@@ -51,10 +64,15 @@ class Config:
     use_coco: bool = True
     crop_scale: float = 0.5  # random square crops of this much of the area and more (0: no augmentation)
     limit: int = 0  # keep only this many training pairs (0: all); --smoke uses a few
+    captions: str = "name"  # "+"-joined caption sources of an emoji: name cldr keywords category subcategory
+    styles: bool = False  # icon_styles views (colour, background, outline, grey, blur) instead of square crops
+    lock_image: bool = False  # LiT: the --init entry's image tower stays locked but for its last (linear) layer
+    views: int = 8  # with lock_image: views of each image (the first as it is) embedded once by the locked tower
+    label_prompts: bool = False  # category and subcategory captions in a prompt template (one of TEMPLATES per image)
 
 
 SMOKE = {"epochs": 2, "limit": 64, "batch_size": 32, "widths": "16-32", "text_width": 32, "text_depth": 1,
-         "text_heads": 2, "embedding_dim": 32, "context_length": 32}
+         "text_heads": 2, "embedding_dim": 32, "context_length": 32, "views": 2}
 
 # Prompt ensembles for zero-shot classification, averaged in embedding space.
 TEMPLATES = ("{}", "an emoji of {}", "a picture of {}", "{} emoji")
@@ -68,6 +86,8 @@ CARD = {
     "anchor": "chance recall@5 = 5 / test captions; CLIP (Radford et al. 2021) is trained on 400M pairs",
     "paper": "Radford et al. 2021, arXiv:2103.00020",
 }
+CLDR_LICENSE = "; CLDR annotations (short names, keywords): Unicode-3.0, via emojibase-data (MIT)"
+LIT_PAPER = "; Zhai et al. 2022 (LiT), arXiv:2111.07991; Yang et al. 2022 (UniCL), arXiv:2204.03610"
 
 
 def resize(images, size):
@@ -78,25 +98,73 @@ def resize(images, size):
     return np.clip(keras.ops.convert_to_numpy(out), 0, 255)
 
 
-def build(config, train=None):
-    """The compiled CLIP model of `config`, its training pairs (images, token_ids) and no callbacks; the pairs of
-    the user's captions.csv folder when `train` is given."""
+def emoji_captions(data, sources, templates=("{}",), seed=0):
+    """Each emoji's captions from `sources` ("+"-joined): its Unicode `name`, its CLDR short name (`cldr`), its
+    CLDR `keywords` in one line, its `category` and its `subcategory` in words, each of these two written in one
+    of `templates` drawn per image (UniCL's labels as prompts); repeats dropped. list of lists."""
+    known = {"name", "cldr", "keywords", "category", "subcategory"}
+    sources = sources.split("+")
+    if not sources or set(sources) - known:
+        raise ValueError(f"--captions {'+'.join(sources)!r}: expected '+'-joined sources among {sorted(known)}")
+    template = np.random.default_rng(seed).integers(0, len(templates), (len(data["images"]), 2))
+    out = []
+    for i in range(len(data["images"])):
+        texts = {"name": str(data["captions"][i]),
+                 "cldr": str(data.get("cldr_names", data["captions"])[i]),
+                 "keywords": ", ".join(str(data.get("keywords", data["captions"])[i]).split("|")),
+                 "category": protocols.words(data["category_names"][data["labels"][i]]) if "category_names" in data
+                 else "",
+                 "subcategory": protocols.words(data["subcategory"][i]) if "subcategory" in data else ""}
+        for j, key in enumerate(("category", "subcategory")):
+            texts[key] = texts[key] and templates[template[i, j]].format(texts[key])
+        out.append(list(dict.fromkeys(t for t in (texts[k] for k in sources) if t)))
+    return out
+
+
+def locked_views(trunk, images, augment, views, batch_size=128):
+    """() -> (V, N, F) features of the locked trunk: view 0 of the images as they are, the others augmented."""
+    def compute():
+        out = np.zeros((views, len(images), trunk.output_shape[-1]), np.float32)
+        for v in range(views):
+            for i in range(0, len(images), batch_size):
+                x = images[i:i + batch_size]
+                x = x if v == 0 else augment(x, training=True)
+                out[v, i:i + batch_size] = keras.ops.convert_to_numpy(trunk(x, training=False))
+            print(f"[clip] locked image tower: view {v + 1}/{views} of {len(images)} images embedded")
+        return out
+    return compute
+
+
+def build(config, train=None, parent=None):
+    """The compiled CLIP model of `config`, its training pairs and no callbacks; the pairs of the user's
+    captions.csv folder when `train` is given. With `config.lock_image` (LiT), the image tower is `parent`'s
+    (`zoo.recipe.parent_entry`), locked; the model then trains the tower's last layer on the locked part's
+    features (computed once, for `config.views` views of each image) with the text tower, and keeps the whole
+    image tower as `model.image_tower`."""
     keras.utils.set_random_seed(config.seed)
     tokenizer = Tokenizer(config.context_length)
-    # Training pairs: emoji (image, name) and COCO (image, caption) for each of its 5 captions.
+    # Each emoji image with its captions; each COCO image with its five.
     emoji_train = zoo.data.load("emoji", "train") if train is None else train
     images = [resize(emoji_train["images"], config.image_size)]
-    captions = [emoji_train["captions"]]
+    captions = emoji_captions(emoji_train, config.captions, TEMPLATES if config.label_prompts else ("{}",),
+                              config.seed) if train is None else \
+        [[str(c)] for c in emoji_train["captions"]]
+    # Identical pictures under different names (11 groups in the emoji set) are one image to the loss.
+    groups = [np.unique(emoji_train["images"].reshape(len(emoji_train["images"]), -1), axis=0,
+                        return_inverse=True)[1].ravel()]
     if config.use_coco and train is None:
         coco = zoo.data.load("coco_mini", "train")
-        coco_images = resize(coco["images"], config.image_size)
-        images.append(np.repeat(coco_images, coco["captions"].shape[1], axis=0))
-        captions.append(coco["captions"].reshape(-1))
-    images, captions = np.concatenate(images), np.concatenate(captions)
+        images.append(resize(coco["images"], config.image_size))
+        captions += [[str(c) for c in five] for five in coco["captions"]]
+        groups.append(groups[0].max() + 1 + np.arange(len(coco["images"])))
+    images, groups = np.concatenate(images), np.concatenate(groups)
     order = np.random.default_rng(config.seed).permutation(len(images))
     if config.limit:
         order = order[: config.limit]
-    images, token_ids = images[order], tokenizer.encode(list(captions[order]))
+    images, groups, captions = images[order], groups[order], [captions[i] for i in order]
+    texts = sorted({t for c in captions for t in c})
+    row = {t: i for i, t in enumerate(texts)}
+    caption_ids = [[row[t] for t in c] for c in captions]
 
     widths = tuple(int(w) for w in config.widths.split("-"))
     image_tower = backbones.small_resnet((config.image_size, config.image_size, 3), widths=widths,
@@ -104,14 +172,31 @@ def build(config, train=None):
     text_tower = backbones.text_transformer(Tokenizer.vocab_size, config.context_length, config.text_width,
                                             config.text_depth, config.text_heads,
                                             output_dim=config.embedding_dim, name="text_tower")
-    augment = square_crops(config.image_size, scale=(config.crop_scale, 1.0), seed=config.seed) \
-        if config.crop_scale else None
-    model = CLIP(image_tower, text_tower, augment=augment)
-    steps = config.epochs * int(np.ceil(len(images) / config.batch_size))
+    augment = icon_styles(config.image_size, seed=config.seed) if config.styles else \
+        square_crops(config.image_size, scale=(config.crop_scale, 1.0), seed=config.seed) if config.crop_scale \
+        else None
+    inputs = images
+    if config.lock_image:
+        if parent is None:
+            raise ValueError("--lock-image keeps a trained image tower locked: pass --init ENTRY (e.g. --init clip)")
+        load_towers(parent["folder"], parent["card"], {"image_encoder": embedder_from(image_tower),
+                                                       "text_encoder": embedder_from(text_tower)}, "--init")
+        head = image_tower.layers[-1]  # the linear projection, trained; everything before it stays locked
+        trunk = keras.Model(image_tower.inputs[0], image_tower.layers[-2].output, name="locked_image_tower")
+        trunk.trainable = False
+        features = keras.Input(trunk.output_shape[1:], name="features")
+        inputs = locked_views(trunk, images, augment, config.views)
+        model = CLIP(keras.Model(features, head(features), name="image_head"), text_tower)
+        model.image_tower = image_tower  # tracked: its weights are saved and restored with the model's
+    else:
+        model = CLIP(image_tower, text_tower, augment=augment)
+    pairs = CaptionSampler(inputs, caption_ids, tokenizer.encode(texts), config.batch_size, groups=groups,
+                           seed=config.seed)
+    steps = config.epochs * len(pairs)
     schedule = keras.optimizers.schedules.CosineDecay(0.0, steps, warmup_target=config.learning_rate,
                                                       warmup_steps=max(1, steps // 20))
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay))
-    return model, (images, token_ids), []
+    return model, pairs, []
 
 
 def main(argv=None):
@@ -120,36 +205,51 @@ def main(argv=None):
     if own is not None and own[0]["layout"] != "captions":
         raise ValueError(f"--data {args.data}: CLIP trains on image-text pairs; expected DIR/captions.csv "
                          f"(columns image,caption), got a {own[0]['layout']} folder")
-    model, pairs, callbacks = build(config, own and own[0])
-    towers = {"image_encoder": model.embedder, "text_encoder": model.text_embedder}
-    run = train(model, pairs, config, args, images_per_epoch=len(pairs[0]), towers=towers,
-                callbacks=callbacks, batch_size=config.batch_size, shuffle=True, argv=argv)
+    model, pairs, callbacks = build(config, own and own[0], parent=args.parent)
+    image_encoder = embedder_from(model.image_tower) if config.lock_image else model.embedder
+    towers = {"image_encoder": image_encoder, "text_encoder": model.text_embedder}
+    locked = Stopwatch()
+    if config.lock_image and not args.trained:
+        with locked:  # the locked tower's features, here in the main thread (fit reads batches in another)
+            pairs.views()
+    run = train(model, pairs, config, args, images_per_epoch=len(pairs.captions), towers=towers,
+                callbacks=callbacks, argv=argv)
     tokenizer = Tokenizer(config.context_length)
-    embed_image, embed_text = (lambda x: embed(model.embedder, x),
-                               lambda texts: embed(model.text_embedder, tokenizer.encode(texts)))
     if own is None:
         # Held-out: the emoji test split, never trained on; the linear probe fits on the emoji train split.
         test, emoji_train = zoo.data.load("emoji", "test"), zoo.data.load("emoji", "train")
         test = {**test, "images": resize(test["images"], config.image_size)}
         emoji_train = {**emoji_train, "images": resize(emoji_train["images"], config.image_size)}
-        metrics = protocols.zero_shot(embed_image, embed_text, test, templates=TEMPLATES, train=emoji_train)
+        evaluate = lambda image, text: protocols.zero_shot(image, text, test, templates=TEMPLATES,  # noqa: E731
+                                                           train=emoji_train)
     else:  # held-out: the image-caption pairs of your folder split off by --test-fraction
         test = own[1]
-        metrics = protocols.image_text_retrieval(embed_image, embed_text, test)
+        evaluate = lambda image, text: protocols.image_text_retrieval(image, text, test)  # noqa: E731
+    metrics = evaluate(lambda x: embed(image_encoder, x),
+                       lambda texts: embed(model.text_embedder, tokenizer.encode(texts)))
     print_metrics(config.name, metrics)
     extras = {"tokenizer": "byte", "context_length": config.context_length,
               "logit_scale": float(keras.ops.convert_to_numpy(model.logit_scale())),
-              "image_size": config.image_size, "templates": list(TEMPLATES)}
+              "image_size": config.image_size, "templates": list(TEMPLATES), "captions": config.captions.split("+")}
     golden_tokens = tokenizer.encode(["grinning face", "", "Ünïcödé ✓ 😀", "x" * (3 * config.context_length),
                                       str(test["captions"][0])])
-    def retrieval_of(folder):  # with --init: the parent on the same held-out pairs, to see what fine-tuning bought
-        clip = OnnxCLIP(folder)
-        return protocols.image_text_retrieval(clip.encode_image, clip.encode_text, test)
 
-    parent = parent_record(args, "zero_shot", own and test, measure=retrieval_of)
-    card = user_card({**CARD, "recipe": run.command, "extras": extras}, args, own and own[2], parent, metrics)
+    def parent_metrics(folder):  # with --init: the parent on the same held-out part, to see what fine-tuning bought
+        clip = OnnxCLIP(folder)
+        return evaluate(clip.encode_image, clip.encode_text)
+
+    parent = parent_record(args, "zero_shot", test, measure=parent_metrics)
+    card = {**CARD, "recipe": run.command, "extras": extras}
+    if "cldr" in config.captions or "keywords" in config.captions:
+        card["data_license"] += CLDR_LICENSE
+        card["dataset"] = "emoji (Noto) train with CLDR names and keywords + COCO mini train"
+    if config.lock_image:
+        card["paper"] += LIT_PAPER
+    card = user_card(card, args, own and own[2], parent, metrics)
     return publish(config.name, towers, card=card, metrics=metrics,
-                   training=run.record(config, pairs=len(pairs[0]), data=own and own[2]),
+                   training=run.record(config, pairs=len(pairs.captions), captions=len(pairs.token_ids),
+                                       locked_views_minutes=getattr(locked, "seconds", 0) and
+                                       round(locked.seconds / 60, 2) or None, data=own and own[2]),
                    golden_inputs={"image_encoder": test["images"][:4], "text_encoder": golden_tokens},
                    int8=not (args.smoke or args.data), root=args.root)
 

@@ -79,3 +79,59 @@ def test_text_tower_ignores_padding():
     table[ord("a") + 2] += np.random.default_rng(1).normal(size=table.shape[1])  # a real token does matter
     embedding.embeddings.assign(table)
     assert not np.allclose(tower.predict(tokens, verbose=0), before, atol=1e-5)
+
+
+def test_shared_images_and_captions_count_as_matches():
+    keras.utils.set_random_seed(0)
+    model = tiny_clip()
+    ids = np.array([[0, 0], [0, 1], [1, 2], [2, 2], [3, 3], [4, 4]], np.int32)  # rows 0-1 one image, 2-3 one caption
+    image, text = np.random.default_rng(0).normal(size=(2, 6, 16)).astype("float32")
+    out = {"image": image / np.linalg.norm(image, axis=1, keepdims=True),
+           "text": text / np.linalg.norm(text, axis=1, keepdims=True)}
+    positives = np.any(ids[:, None] == ids[None], axis=-1)
+    got = keras.ops.convert_to_numpy(model.compute_loss(y=ids, y_pred=out))
+    scale = float(keras.ops.convert_to_numpy(model.logit_scale()))
+    image, text = (keras.ops.convert_to_numpy(out[k]) for k in ("image", "text"))
+    np.testing.assert_allclose(got, ref_clip(image, text, scale, positives), rtol=1e-5)
+    assert abs(got - ref_clip(image, text, scale)) > 1e-3  # without ids: CLIP's one match per row
+
+
+def test_lit_trains_the_last_image_layer_and_the_text_tower_only(monkeypatch):
+    """recipes/clip.py --lock-image: the published `clip` entry's image tower stays as it was but for its last layer."""
+    import dataclasses
+    import importlib.util
+    from pathlib import Path
+
+    from zoo.recipe import parent_entry
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "recipes"))
+    spec = importlib.util.spec_from_file_location("clip_recipe", Path(__file__).resolve().parent.parent / "recipes"
+                                                  / "clip.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    parent = parent_entry("clip")
+    config = recipe.Config(**{**parent["card"].training["config"], "lock_image": True, "styles": True, "views": 2,
+                              "limit": 24, "epochs": 1, "batch_size": 12,
+                              "captions": "name+cldr+keywords+category+subcategory"})
+    with pytest.raises(ValueError, match="--init"):
+        recipe.build(config)
+    model, sampler, _ = recipe.build(config, parent=parent)
+    before = [w.copy() for w in model.image_tower.get_weights()]
+    text_before = [w.copy() for w in model.text_encoder.get_weights()]
+    views = sampler.views()
+    assert views.shape == (2, 24, model.image_tower.layers[-2].output.shape[-1])
+    assert not np.allclose(views[0], views[1])  # view 1 is augmented
+    (features, tokens), ids = sampler[0]
+    assert features.shape == (12, views.shape[-1]) and tokens.shape == (12, config.context_length)
+    model.fit(sampler, epochs=1, verbose=0)
+    after = model.image_tower.get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before[:-2], after[:-2]))  # locked
+    assert not np.allclose(before[-2], after[-2])  # the last Dense kernel trained
+    assert not all(np.allclose(a, b) for a, b in zip(text_before, model.text_encoder.get_weights()))
+    # The published image tower is the locked part followed by the trained head.
+    x = np.asarray(recipe.resize(recipe.zoo.data.load("emoji", "test")["images"][:3], config.image_size))
+    full = keras.ops.convert_to_numpy(model.image_tower(x))
+    head = keras.ops.convert_to_numpy(model.encoder(keras.Model(model.image_tower.inputs[0],
+                                                                model.image_tower.layers[-2].output)(x)))
+    np.testing.assert_allclose(full, head, rtol=1e-4, atol=1e-5)
+    assert dataclasses.asdict(config)["lock_image"] is True

@@ -42,7 +42,7 @@ PROTOCOL_METRICS = {
 
 
 def test_every_recipe_is_listed():
-    tables = {"ablation_mining", "ssl_table"}
+    tables = {"ablation_mining", "ssl_table", "clip_shift"}
     assert {p.stem for p in RECIPES.glob("*.py")} - tables == set(ENTRIES)
 
 
@@ -227,3 +227,39 @@ def test_ssl_table_measures_the_published_entries_and_the_floor(tmp_path, monkey
     table.main(argv)  # rewriting replaces the section and keeps the other one
     written = readme.read_text()
     assert written.count("<!-- ssl:start -->") == 1 and "<!-- other:start -->\nkept\n<!-- other:end -->" in written
+
+
+def test_clip_shift_table_measures_the_clean_split_as_the_card_and_shifts_it(tmp_path, monkeypatch):
+    shift = load_recipe("clip_shift", monkeypatch)
+    root = tmp_path / "zoo"
+    root.mkdir()
+    (root / "clip").symlink_to(registry.exports_dir() / "clip")
+    monkeypatch.setattr(shift, "SHIFTS", {k: shift.SHIFTS[k] for k in ("clean", "inverted colours")})
+    readme, out = tmp_path / "README.md", tmp_path / "shift.json"
+    readme.write_text("# Recipes\n\n<!-- shift:start -->\nold\n<!-- shift:end -->\nkept\n")
+    text, results = shift.main(["--root", str(root), "--readme", str(readme), "--json", str(out)])
+    card = registry.info("clip")
+    for metric in shift.METRICS:  # ONNX graphs against the card's Keras numbers: a rank may flip, no more
+        assert abs(results["clip"]["clean"][metric] - card.metrics[metric]) <= 2 / 382
+    assert results["clip"]["inverted colours"]["zero_shot_category_top1"] < card.metrics["zero_shot_category_top1"]
+    assert readme.read_text().endswith("<!-- shift:end -->\nkept\n") and "old" not in readme.read_text()
+    assert "| inverted colours | no | " in text and json.loads(out.read_text())["results"] == results
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    assert np.array_equal(shift.inverted(images), 255 - images)
+    from PIL import Image
+
+    luma = np.asarray([np.asarray(Image.fromarray(x).convert("L")) for x in images])
+    assert np.array_equal(shift.grey(images), np.repeat(luma[..., None], 3, axis=-1))
+
+
+def test_a_config_field_added_after_a_run_matches_only_at_its_default():
+    @dataclasses.dataclass
+    class Config:
+        epochs: int = 2
+        styles: bool = False  # added after the run below
+
+    recorded = {"epochs": 3}
+    assert zoo.recipe.same_config(recorded, Config(epochs=3))
+    assert not zoo.recipe.same_config(recorded, Config(epochs=3, styles=True))
+    assert not zoo.recipe.same_config(recorded, Config(epochs=2))
+    assert not zoo.recipe.same_config({"epochs": 3, "gone": 1}, Config(epochs=3))

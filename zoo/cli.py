@@ -9,6 +9,7 @@
     zoo search protonet query.png --gallery chars/ -k 5 [--json]
     zoo index protonet chars/ --out chars.index [--kind flat|ivf|hnsw]
     zoo search protonet query.png --index chars.index -k 5 [--json]
+    zoo batch-embed protonet 'chars/*.png' --output out/chars [--runner DirectRunner] [Beam pipeline options]
     zoo serve [--host 127.0.0.1] [--port 8000] [--galleries DIR]
     zoo report [--out report] [--quick]
     zoo bench [--entry NAME] [--quick]
@@ -269,6 +270,32 @@ def cmd_search(args):
             print(f"  {rank:>2}. {n['path']}  distance {n['distance']:.4f}")
 
 
+def cmd_batch_embed(args):
+    import logging
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        # Beam logs a worker's failure with its traceback before raising it (printed here as one line), and
+        # unknown options before they are refused: keep its log off stderr unless asked.
+        beam_log = logging.getLogger("apache_beam")
+        beam_log.addHandler(logging.NullHandler())
+        beam_log.propagate = False
+    from zoo import batch_embed
+
+    result = batch_embed.run(args.name, args.glob, args.output, runner=args.runner, pipeline_args=args.pipeline_args,
+                             model_uri=args.model_uri, face_index=args.face, align=not args.no_align,
+                             batch_size=args.batch_size)
+    print(f"wrote {result['output']}: {result['embedded']} embeddings of dimension {result['embedding_dim']} "
+          f"({args.name}, {args.runner})")
+    if result["failed"]:
+        # The other files are embedded; the failed ones are listed (path, error), not dropped.
+        print(f"zoo batch-embed: error: {result['failed']} file(s) could not be embedded, e.g. {result['first_error']}; "
+              f"all are listed in {result['errors']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_serve(args):
     from zoo.serve import serve
 
@@ -355,6 +382,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flat: exact; ivf / hnsw: approximate, for large galleries")
     _face_options(p)
     p.set_defaults(fn=cmd_index)
+    p = sub.add_parser("batch-embed", allow_abbrev=False,
+                       help="embed the files of a glob with Apache Beam (RunInference, ONNX); Parquet shards",
+                       description="Apache Beam pipeline: RunInference with the ONNX model handler over the files "
+                       "matched by GLOB, through the entry's preprocessing contract; writes PREFIX-SSSSS-of-NNNNN.parquet "
+                       "(path, embedding) and PREFIX.errors-SSSSS-of-NNNNN.parquet (path, error) for files that could "
+                       "not be embedded (exit status 1 if any). Options it does not know, after ENTRY and GLOB, go to "
+                       "Beam (e.g. --project=P --region=R --temp_location=gs://B/tmp, --flink_master=HOST:8081).")
+    p.add_argument("name")
+    p.add_argument("glob", help="files to embed, quoted: 'photos/*.jpg', 'gs://bucket/images/*.png'")
+    p.add_argument("--output", required=True, help="prefix of the Parquet shards (local, gs://, s3:// ...)")
+    p.add_argument("--runner", default="DirectRunner",
+                   help="Beam runner: DirectRunner (default), DataflowRunner, FlinkRunner, SparkRunner, PrismRunner")
+    p.add_argument("--model-uri", default=None,
+                   help="where workers read the entry's ONNX graph (default: the local exports/ file); sha256-checked")
+    p.add_argument("--batch-size", type=int, default=64, help="largest RunInference batch")
+    p.add_argument("--verbose", action="store_true", help="show Beam's log (job ids, progress, worker errors)")
+    _face_options(p)
+    p.set_defaults(fn=cmd_batch_embed, pipeline_args=[])
     p = sub.add_parser("serve", help="the web page and its JSON API (verify, classify, search)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
@@ -380,7 +425,12 @@ def main(argv=None) -> int:
     Args:
         argv: list[str] | None. arguments (default: sys.argv[1:]).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not hasattr(args, "pipeline_args"):  # only batch-embed passes options on (to Beam)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:
+        args.pipeline_args = unknown
     try:
         return args.fn(args) or 0
     except (ValueError, KeyError, OSError) as err:

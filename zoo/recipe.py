@@ -25,8 +25,10 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
 
     Returns:
         (config, args): the dataclass instance and the namespace with `smoke`, `root`, `workdir`, `fresh`,
-        `train_only`, `trained`, `data`, `init`, `test_fraction` and `parent` (`parent_entry(init)` or None).
+        `train_only`, `trained`, `data`, `init`, `test_fraction`, `parent` (`parent_entry(init)` or None),
+        `devices` and `distribution` (`zoo.distributed.start(devices)`'s record, or None on one device).
         With `--init`, the parent's training config gives the defaults (then `--smoke`, then the flags).
+        With `--devices N` (N > 1) the data-parallel engine is set up here, before the recipe builds its model.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true",
@@ -49,6 +51,10 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
     parser.add_argument("--test-fraction", type=float, default=0.25,
                         help="with --data: the share of your classes held out for the card's metrics (seeded by "
                              "--seed; default 0.25)")
+    parser.add_argument("--devices", type=int, default=1, metavar="N",
+                        help="data-parallel training on N devices of this machine (JAX: keras.distribution."
+                             "DataParallel; TensorFlow: tf.distribute.MirroredStrategy); the batch size stays the "
+                             "global batch, B/N rows per device, and in-batch losses see all B (default 1)")
     for field in dataclasses.fields(config_cls):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
                             type=_parser_type(field.default), help=f"default {field.default!r}")
@@ -68,6 +74,16 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
         args.workdir = str(REPO / "runs" / (name + ("-smoke" if args.smoke else "")))
     if args.root is None and args.smoke:
         args.root = str(REPO / "runs" / "smoke-exports")
+    if args.devices < 1:
+        parser.error(f"--devices must be >= 1, got {args.devices}")
+    from zoo import distributed
+
+    # Before the recipe builds its model: the engine replicates (JAX) or mirrors (TF) the variables made after.
+    # A --trained run trains nothing, so it stays on one device.
+    try:
+        args.distribution = None if args.trained else distributed.start(args.devices)
+    except ValueError as e:
+        parser.error(str(e))
     return config, args
 
 
@@ -110,7 +126,12 @@ class Stopwatch:
 
 def embed(model, images, batch_size=256):
     """(N, ...) inputs -> (N, D) float32 numpy embeddings of a Keras model, in batches."""
-    outputs = [np.asarray(model.predict_on_batch(images[i:i + batch_size]), dtype=np.float32)
+    step = model.predict_on_batch
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow's, for a model made in a --devices fit
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        # predict_on_batch would run the whole batch on every replica and concatenate their N outputs.
+        step = lambda x: model(x, training=False).numpy()  # noqa: E731
+    outputs = [np.asarray(step(images[i:i + batch_size]), dtype=np.float32)
                for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, model.output_shape[-1]), np.float32)
 
@@ -153,16 +174,20 @@ class TrainingRun:
     final_loss: float | None
     command: str
     published: dict | None = None  # the card of the entry whose weights were restored (--trained exports/NAME)
+    devices: int = 1  # data-parallel devices of the fit (--devices)
+    distribution: dict | None = None  # zoo.distributed.start's record: engine and device names (devices > 1)
 
     def record(self, config, **extra) -> dict:
-        """The card's `training` field: config, backend, machine, minutes, images/s, epochs, final loss and
-        `extra`; for weights restored from a published entry, that entry's record as it was (it describes
-        the run that trained them) and where it was republished from."""
+        """The card's `training` field: config, backend, machine, devices (and the data-parallel engine where
+        more than one), minutes, images/s, epochs, final loss and `extra`; for weights restored from a published
+        entry, that entry's record as it was (it describes the run that trained them) and where it was
+        republished from."""
         if self.published is not None:
             return {**self.published["training"], "republished_from": {
                 "entry": self.published["name"], "created": self.published["created"],
                 "sha256": self.published["files"][next(iter(self.published["towers"].values()))["keras"]]}}
         record = {"config": dataclasses.asdict(config), "backend": self.backend, "machine": self.machine,
+                  "devices": self.devices, **({"distribution": self.distribution} if self.distribution else {}),
                   "minutes": round(self.seconds / 60, 2),
                   "images_per_s": round(self.images / max(self.seconds, 1e-9), 1),
                   "epochs": self.epochs}
@@ -183,6 +208,9 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
       `data` is a sampler with an `epoch`, a callback keeping its epoch (its random draws) in step with fit's.
       Then the weights and a record (config, seconds, epochs, images, backend, machine, final loss, sha256 of
       the weights) are written atomically into the workdir; with `--train-only` the process exits there.
+    - `--devices N` (set up by `parse_config`): the same fit, data-parallel over N devices (`zoo.distributed`:
+      the batch is the global batch, split evenly; in-batch losses see all of it); one device again after it.
+      The record keeps `devices` (and the engine and device names).
     - `--trained DIR`: no training; the weights of that run are checked against its record (sha256, config)
       and loaded, and the record is reported. This splits a run across machines: train on any backend
       (a GPU box with JAX and no TensorFlow), publish elsewhere. DIR may also be a published entry's
@@ -204,6 +232,8 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
 
     import keras
 
+    from zoo import distributed
+
     command = recipe_command(config.name, argv)
     if args.trained and (Path(args.trained) / "card.json").is_file():
         return _restore_entry(Path(args.trained), model, config, towers)
@@ -217,7 +247,7 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()
         if digest != record["sha256"]:
             raise ValueError(f"{weights}: sha256 {digest} does not match {record['sha256']} in {record_path}")
-        if record["config"] != dataclasses.asdict(config):
+        if not same_config(record["config"], config):
             raise ValueError(f"--trained {folder} was trained with config {record['config']}, "
                              f"not this run's {dataclasses.asdict(config)}: pass the same options")
         model.load_weights(str(weights))
@@ -225,29 +255,34 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
               f"{record['machine']} ({record['backend']}) from {folder}")
         return TrainingRun(record["seconds"], record["epochs"],
                            record.get("images", record["epochs"] * int(images_per_epoch)), record["backend"],
-                           record["machine"], record.get("final_loss"), command)
+                           record["machine"], record.get("final_loss"), command, devices=record.get("devices", 1),
+                           distribution=record.get("distribution"))
 
     if getattr(args, "parent", None):
         parent = args.parent
-        _load_towers(parent["folder"], parent["card"], towers or {"embedder": model.embedder}, "--init")
+        load_towers(parent["folder"], parent["card"], towers or {"embedder": model.embedder}, "--init")
         print(f"[{config.name}] fine-tuning from {parent['card'].name} ({parent['folder']})")
     callbacks = list(callbacks) + training_callbacks(args.workdir, args.fresh)
     if hasattr(data, "epoch"):
         callbacks.append(keras.callbacks.LambdaCallback(
             on_epoch_begin=lambda epoch, logs=None: setattr(data, "epoch", epoch)))
     fit_kwargs.setdefault("verbose", 1 if sys.stdout.isatty() else 2)
-    with Stopwatch() as clock:
+    distribution = getattr(args, "distribution", None)  # --devices N: zoo.distributed.start's record
+    # With N devices: even batches checked, batch norm synchronised (TF); one device again afterwards.
+    with distributed.fitting(model, data, fit_kwargs.get("batch_size")), Stopwatch() as clock:
         history = model.fit(data, epochs=config.epochs, callbacks=callbacks, **fit_kwargs)
     losses = history.history.get("loss") or [None]
     run = TrainingRun(clock.seconds, len(history.epoch), len(history.epoch) * int(images_per_epoch),
                       keras.backend.backend(), machine_description(),
-                      None if losses[-1] is None else float(losses[-1]), command)
+                      None if losses[-1] is None else float(losses[-1]), command,
+                      devices=distribution["devices"] if distribution else 1, distribution=distribution)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     partial = workdir / ("partial-" + TRAINED_WEIGHTS)
     model.save_weights(str(partial))
     record = {"config": dataclasses.asdict(config), "seconds": run.seconds, "epochs": run.epochs,
               "images": run.images, "backend": run.backend, "machine": run.machine, "final_loss": run.final_loss,
+              "devices": run.devices, "distribution": run.distribution,
               "sha256": hashlib.sha256(partial.read_bytes()).hexdigest()}
     os.replace(partial, workdir / TRAINED_WEIGHTS)
     (workdir / ("partial-" + TRAINED_RECORD)).write_text(json.dumps(record, indent=2))
@@ -259,6 +294,17 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
     return run
 
 
+def same_config(recorded, config) -> bool:
+    """Whether a run recorded with config `recorded` (a dict) was trained with `config`: the same values, where a
+    field the recipe gained after the run (absent from `recorded`) must be at its default, which is what the run
+    did without it."""
+    current = dataclasses.asdict(config)
+    if not isinstance(recorded, dict) or set(recorded) - set(current):
+        return False
+    added = {f.name: f.default for f in dataclasses.fields(config) if f.name not in recorded}
+    return all(current[k] == v for k, v in added.items()) and all(current[k] == v for k, v in recorded.items())
+
+
 def _restore_entry(folder, model, config, towers) -> TrainingRun:
     """Load a published entry's tower weights into the recipe's towers (see `train`)."""
     from zoo.registry import Card, verify_files
@@ -266,11 +312,11 @@ def _restore_entry(folder, model, config, towers) -> TrainingRun:
     card = Card.from_json(folder)
     verify_files(folder, card)
     trained_with = card.training.get("config")
-    if trained_with != dataclasses.asdict(config):
+    if not same_config(trained_with, config):
         raise ValueError(f"--trained {folder}: the entry was trained with config {trained_with}, "
                          f"not this run's {dataclasses.asdict(config)}: pass the options of its card's recipe "
                          f"({card.recipe})")
-    _load_towers(folder, card, towers or {"embedder": model.embedder}, "--trained")
+    load_towers(folder, card, towers or {"embedder": model.embedder}, "--trained")
     print(f"[{config.name}] restored the weights of the published entry {card.name} ({card.created}) from {folder}")
     training = card.training
     return TrainingRun(60.0 * training.get("minutes", 0.0), training.get("epochs", config.epochs),
@@ -278,7 +324,7 @@ def _restore_entry(folder, model, config, towers) -> TrainingRun:
                        card.recipe, published=card.to_dict())
 
 
-def _load_towers(folder, card, towers, flag) -> None:
+def load_towers(folder, card, towers, flag) -> None:
     """Set each tower's weights from the entry's .keras file of the same role (shapes must match)."""
     import keras
 

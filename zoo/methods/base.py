@@ -6,7 +6,28 @@ import keras
 from keras import ops
 
 from zoo.backbones import embedder_from
+from zoo.distributed import replica_share
 from zoo.ops import l2_normalize
+
+
+def default_jit_compile():
+    """What `jit_compile="auto"` means for the zoo's methods: XLA, except on TensorFlow with only CPUs.
+
+    Chosen by measurement (benchmarks/training.py --peers, a 2-core AVX2 CPU): on the TensorFlow
+    CPU backend XLA's convolutions and their gradients are slower than TensorFlow's own kernels, and
+    XLA cannot use the fused batch-norm kernel (zoo.backbones.FusedBatchNormalization), so Keras'
+    "auto" (XLA on) cost conv4 fit() 30-40% (semi-hard B=512: 108 images/s with XLA, 187 without,
+    before the fused batch norm). On JAX, XLA is the only compiled path; on a TensorFlow GPU or TPU
+    this keeps Keras' choice (XLA), not measured here.
+
+    Returns:
+        bool or "auto": the value handed to `keras.Model.compile`.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return "auto"
+    import tensorflow as tf  # the TF backend is running: ask it for accelerators
+
+    return "auto" if any(d.device_type != "CPU" for d in tf.config.list_physical_devices()) else False
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -52,10 +73,17 @@ class EmbeddingMethod(keras.Model):
         # Everything is built in __init__; Keras calls this when loading a .keras file.
         self.built = True
 
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """`keras.Model.compile`, where `jit_compile="auto"` is `default_jit_compile()`; an explicit value wins."""
+        super().compile(*args, jit_compile=default_jit_compile() if jit_compile == "auto" else jit_compile, **kwargs)
+
     def regularized(self, loss):
-        """`loss` plus the layers' regularisation losses (what Keras' default compute_loss adds)."""
+        """This replica's share of `loss` plus the layers' regularisation losses (what Keras' default
+        compute_loss adds): all of it on one device and on JAX, 1/N of it on N TensorFlow replicas, whose
+        gradients Keras sums (`zoo.distributed.replica_share`). Every compute_loss returns through here."""
         extra = self.losses
-        return loss + ops.sum(ops.stack([ops.cast(l, "float32") for l in extra])) if extra else loss
+        loss = loss + ops.sum(ops.stack([ops.cast(l, "float32") for l in extra])) if extra else loss
+        return replica_share(loss)
 
     def get_config(self):
         config = {"name": self.name}

@@ -3,6 +3,7 @@
 import keras
 from keras import layers, ops
 
+from zoo.distributed import on_global_batch
 from zoo.methods.base import EmbeddingMethod
 from zoo.methods.siamese import optional_augment
 from zoo.ops import l2_normalize
@@ -52,7 +53,8 @@ class Classifier(EmbeddingMethod):
 
     def call(self, inputs, training=False):
         if self.augment is not None:
-            inputs = self.augment(inputs, training=training)
+            # Random draws of the global batch on N replicas (zoo.distributed.on_global_batch).
+            inputs = on_global_batch(lambda x: self.augment(x, training=training), [inputs])
         features = self.encoder(inputs, training=training)  # (B, F)
         return {"embeddings": l2_normalize(ops.cast(features, "float32")),
                 "logits": self.head(features, training=training)}  # (B, C)

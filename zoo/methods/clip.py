@@ -7,6 +7,7 @@ from keras import ops
 
 from zoo import losses
 from zoo.backbones import embedder_from
+from zoo.distributed import gather, on_global_batch
 from zoo.methods.base import EmbeddingMethod
 from zoo.methods.siamese import optional_augment
 from zoo.ops import l2_normalize
@@ -17,7 +18,9 @@ class CLIP(EmbeddingMethod):
     """Contrastive language-image pre-training with in-batch negatives and a learnable temperature.
 
     Fit on `x = (images, token_ids)` with `images` (B, H, W, C) raw pixels and `token_ids` (B, L)
-    int32 from `zoo.runtime.Tokenizer`; row i of each is a matching pair. `embedder` is the image
+    int32 from `zoo.runtime.Tokenizer`; row i of each is a matching pair. An optional `y` (B, 2) int of
+    (image id, caption id) per row makes rows that share an image or a caption matches too
+    (`losses.clip(positives=)`): a caption that names a category, or an image with several captions. `embedder` is the image
     tower, `text_embedder` the text tower; both end in L2 normalisation.
 
     Args:
@@ -63,14 +66,20 @@ class CLIP(EmbeddingMethod):
     def call(self, inputs, training=False):
         images, token_ids = inputs
         if self.augment is not None:
-            images = self.augment(images, training=training)
+            # Random draws of the global batch on N replicas (zoo.distributed.on_global_batch).
+            images = on_global_batch(lambda x: self.augment(x, training=training), [images])
         text = l2_normalize(ops.cast(self.text_encoder(token_ids, training=training), "float32"))
         return {"image": self.embed(images, training=training), "text": text}  # (B, D) each
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         scale = self.logit_scale()
         self.logit_scale_tracker.update_state(scale)
-        return self.regularized(losses.clip(y_pred["image"], y_pred["text"], scale))
+        # In-batch negatives: every caption of the global batch (B, D) on N replicas (zoo.distributed.gather).
+        positives = None
+        if y is not None:  # (B, 2) ids: rows with the same image or the same caption are matches (UniCL)
+            ids = gather(ops.cast(y, "int32"))
+            positives = ops.any(ids[:, None, :] == ids[None, :, :], axis=-1)  # (B, B)
+        return self.regularized(losses.clip(gather(y_pred["image"]), gather(y_pred["text"]), scale, positives))
 
     def get_config(self):
         return {**super().get_config(), "logit_scale_init": self.logit_scale_init,

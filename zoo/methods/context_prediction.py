@@ -4,6 +4,7 @@ import keras
 from keras import layers, ops
 
 from zoo.backbones import projection_head
+from zoo.distributed import on_global_batch
 from zoo.methods.base import EmbeddingMethod
 from zoo.ops import l2_normalize
 
@@ -92,7 +93,8 @@ class ContextPrediction(EmbeddingMethod):
 
     def grid_features(self, images, training=False):
         """(B, H, W, C) raw images -> (B, 9, F) features of the grid patches (jittered when training)."""
-        patches = self.patches(images, training=training)  # (B, 9, P, P, C)
+        # (B, 9, P, P, C); the jitter of the global batch on N replicas (zoo.distributed.on_global_batch)
+        patches = on_global_batch(lambda x: self.patches(x, training=training), [images])
         batch = ops.shape(patches)[0]
         features = self.encoder(ops.reshape(patches, (-1, self.patch, self.patch, self.channels)), training=training)
         return ops.reshape(ops.cast(features, "float32"), (batch, 9, self.feature_dim))

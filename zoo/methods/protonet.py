@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from zoo.distributed import gather
 from zoo.losses import prototypical
 from zoo.methods.base import EmbeddingMethod
 
@@ -49,6 +50,7 @@ class ProtoNet(EmbeddingMethod):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Mean query cross-entropy over the episode's prototypes; updates the `accuracy` metric."""
+        y_pred = gather(y_pred)  # (B, F): the whole episode, on N replicas too (zoo.distributed.gather)
         rows = y_pred.shape[0]
         if rows is not None and rows != self.episode_size:
             raise ValueError(

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from zoo import losses
+from zoo.distributed import on_global_batch
 from zoo.methods.base import EmbeddingMethod
 
 
@@ -54,9 +55,10 @@ class Siamese(EmbeddingMethod):
                              f"for single images, got {type(inputs).__name__}")
         a, b = inputs
         n = ops.shape(a)[0]
-        images = ops.concatenate([a, b], axis=0)  # (2B, H, W, C)
-        if self.augment is not None:
-            images = self.augment(images, training=training)
+        if self.augment is not None:  # (2B, H, W, C); on N replicas with the draws of the global batch
+            images = on_global_batch(lambda x: self.augment(x, training=training), [a, b])
+        else:
+            images = ops.concatenate([a, b], axis=0)  # (2B, H, W, C)
         z = self.embed(images, training=training)  # (2B, F)
         difference = z[:n] - z[n:]  # (B, F)
         squared = ops.sum(ops.square(difference), axis=1)  # (B,)

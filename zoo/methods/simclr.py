@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from zoo.backbones import projection_head
+from zoo.distributed import gather, on_global_batch
 from zoo.losses import nt_xent
 from zoo.methods.base import EmbeddingMethod
 
@@ -50,14 +51,17 @@ class TwoViewMethod(EmbeddingMethod):
             raise ValueError(f"training batches must be (x_a, x_b) view pairs, got {len(inputs)} inputs")
         x_a, x_b = inputs
         n = ops.shape(x_a)[0]
-        # One pass over both views: per-image random draws, shared batch-norm statistics.
-        views = self.augment(ops.concatenate([x_a, x_b], axis=0), training=training)  # (2N, H, W, C)
+        # One pass over both views: per-image random draws (on N replicas, those of the global batch:
+        # zoo.distributed.on_global_batch), shared batch-norm statistics.
+        views = on_global_batch(lambda v: self.augment(v, training=training), [x_a, x_b])  # (2N, H, W, C)
         features = self.encoder(views, training=training)  # (2N, F)
         z = ops.cast(self.projector(features, training=training), "float32")  # (2N, P)
         return ops.cast(features[:n], "float32"), z[:n], z[n:]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        features, z_a, z_b = y_pred
+        # The objective is in-batch (negatives, batch statistics): on N replicas, over the global batch's
+        # (B, P) views, replica order, row i of z_a still the twin of row i of z_b (zoo.distributed.gather).
+        features, z_a, z_b = (gather(t) for t in y_pred)
         loss = self.regularized(self.objective(z_a, z_b))
         normalised = features / ops.maximum(ops.norm(features, axis=1, keepdims=True), 1e-12)
         self.std_tracker.update_state(ops.mean(ops.std(normalised, axis=0)))

@@ -7,6 +7,7 @@ image keeps its alpha and its grey/colour mode; the contract decides what to do 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ _TARGET_MODE = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBA"
                 "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "PA": "RGBA"}
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path, data: bytes | None = None) -> np.ndarray:
     """Decode one image file with Pillow: uint8 (H, W, C), C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA).
 
     EXIF orientation is applied; palette images become RGB (RGBA where the palette has transparency);
@@ -28,18 +29,20 @@ def read_image(path) -> np.ndarray:
 
     Args:
         path: str | Path. the file.
+        data: bytes | None. the file's bytes, already read (e.g. by Apache Beam from gs:// or s3://); `path`
+            then only names the file in errors.
 
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError: no such file (when `data` is None).
         ValueError: the file is not an image Pillow can decode, or is truncated; the message names it.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
-    if not path.is_file():
+    path = Path(path) if data is None else path
+    if data is None and not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             im.load()
             im = ImageOps.exif_transpose(im)
             mode = im.mode
