@@ -21,8 +21,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
     """`keras.layers.BatchNormalization` whose training step runs TensorFlow's fused kernel on the TF backend.
 
     Keras 3 normalises with separate ops (moments, then scale and shift) whose gradient makes many
-    passes over the activations; on the TensorFlow CPU backend that was ~30% of a conv4 training
-    step at B=512 (benchmarks/training.py --peers). Where the fused kernel applies (TensorFlow
+    passes over the activations, a large share of a conv4 training step on the TensorFlow CPU
+    backend in a profile of the peers' workload (../shared/bench/peers). Where the fused kernel applies (TensorFlow
     backend, training, a rank-4 input normalised over its last axis, no mask, renorm or
     `synchronized`), this layer computes the same function with `FusedBatchNormV3` and its fused
     gradient; everywhere else (inference, exported graphs, JAX, torch) it is Keras' layer. Same

@@ -13,12 +13,12 @@ from zoo.ops import l2_normalize
 def default_jit_compile():
     """What `jit_compile="auto"` means for the zoo's methods: XLA, except on TensorFlow with only CPUs.
 
-    Chosen by measurement (benchmarks/training.py --peers, a 2-core AVX2 CPU): on the TensorFlow
-    CPU backend XLA's convolutions and their gradients are slower than TensorFlow's own kernels, and
-    XLA cannot use the fused batch-norm kernel (zoo.backbones.FusedBatchNormalization), so Keras'
-    "auto" (XLA on) cost conv4 fit() 30-40% (semi-hard B=512: 108 images/s with XLA, 187 without,
-    before the fused batch norm). On JAX, XLA is the only compiled path; on a TensorFlow GPU or TPU
-    this keeps Keras' choice (XLA), not measured here.
+    Chosen by measurement on a 2-core AVX2 CPU (the peers' conv4 workload, ../shared/bench/peers, run with
+    `jit_compile` True and False side by side): on the TensorFlow CPU backend XLA's convolutions and their
+    gradients were slower than TensorFlow's own kernels, and XLA cannot use the fused batch-norm kernel
+    (zoo.backbones.FusedBatchNormalization), so Keras' "auto" (XLA on) made fit() slower, most at semi-hard
+    B=512 (issue 16 has the figures). On JAX, XLA is the only compiled path; on a TensorFlow GPU or TPU this
+    keeps Keras' choice (XLA), not measured here.
 
     Returns:
         bool or "auto": the value handed to `keras.Model.compile`.
