@@ -13,12 +13,15 @@ one H200, JAX backend), then was evaluated and published here:
 
 `clip_lit` starts from it (LiT, Zhai et al. 2022: "locked-image text tuning"): its image tower stays locked but
 for the last, linear layer, which trains with the whole text tower on more text per image (the Unicode name,
-the CLDR short name, the CLDR keywords, the category, the subcategory: `--captions`) and on style views of each
+the CLDR short name, the CLDR keywords, the category, the subcategory: `--captions`; with `--label-prompts` the
+category and subcategory written in one of the zero-shot prompt templates, as UniCL turns labels into
+text, so the category names are in the training text of the train images) and on style views of each
 image (`--styles`: `zoo.data.augment.icon_styles`; the locked part embeds `--views` of each image once, so an
 epoch costs the text tower and one linear layer, which 2 CPU cores afford):
 
-    python recipes/clip.py --init clip --lock-image true --styles true --views 8 --epochs 40 --batch-size 256 \
-        --learning-rate 1e-3 --captions name+cldr+keywords+category+subcategory --name clip_lit
+    python recipes/clip.py --init clip --lock-image true --styles true --captions \
+        name+cldr+keywords+category+subcategory --label-prompts true --views 4 --epochs 40 --batch-size 256 \
+        --learning-rate 2e-3 --name clip_lit
 
 Each epoch shows every training image once with one of its captions drawn at random (`CaptionSampler`); rows
 that share an image or a caption (a category name) are matches in the loss (UniCL, `losses.clip(positives=)`).

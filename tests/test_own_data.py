@@ -161,6 +161,7 @@ def test_smoke_fine_tune_parent_to_child_to_zoo_load(tmp_path, monkeypatch):
                                            "--name", "child", "--root", str(root), "--workdir", str(tmp_path / "w2")],
                        monkeypatch)
     assert child.name == "child" and (root / "child" / "card.json").is_file()
+    assert child.recipe.startswith("python recipes/facenet_triplet.py --smoke --data ")  # the script, not --name
     assert child.training["data"]["layout"] == "labelled" and child.training["data"]["held_out_classes"] == 2
     assert child.training["config"]["widths"] == parent.training["config"]["widths"]  # the parent's options
     record = child.extras["parent"]

@@ -236,7 +236,7 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
 
     command = recipe_command(config.name, argv)
     if args.trained and (Path(args.trained) / "card.json").is_file():
-        return _restore_entry(Path(args.trained), model, config, towers)
+        return _restore_entry(Path(args.trained), model, config, towers, command)
     if args.trained:
         folder = Path(args.trained)
         weights, record_path = folder / TRAINED_WEIGHTS, folder / TRAINED_RECORD
@@ -305,8 +305,9 @@ def same_config(recorded, config) -> bool:
     return all(current[k] == v for k, v in added.items()) and all(current[k] == v for k, v in recorded.items())
 
 
-def _restore_entry(folder, model, config, towers) -> TrainingRun:
-    """Load a published entry's tower weights into the recipe's towers (see `train`)."""
+def _restore_entry(folder, model, config, towers, command) -> TrainingRun:
+    """Load a published entry's tower weights into the recipe's towers (see `train`); `command` (this run's,
+    without --trained) is the card's recipe: its config equals the entry's, so it reproduces the entry."""
     from zoo.registry import Card, verify_files
 
     card = Card.from_json(folder)
@@ -321,7 +322,7 @@ def _restore_entry(folder, model, config, towers) -> TrainingRun:
     training = card.training
     return TrainingRun(60.0 * training.get("minutes", 0.0), training.get("epochs", config.epochs),
                        0, training.get("backend", "?"), training.get("machine", "?"), training.get("final_loss"),
-                       card.recipe, published=card.to_dict())
+                       command, published=card.to_dict())
 
 
 def load_towers(folder, card, towers, flag) -> None:
@@ -703,12 +704,17 @@ def face_resnet(widths, embedding_dim):
 
 
 def recipe_command(name, argv=None):
-    """The command that reproduces a run, for the card (where it was published from is left out)."""
+    """The command that reproduces a run, for the card (where it was published from, and --fresh, are left out).
+    The script is the recipe file that is running (`--name` may differ from it), else recipes/<name>.py."""
+    import inspect
+
     argv = list(sys.argv[1:] if argv is None else argv)
     with_value = ("--root", "--workdir", "--trained")
     kept = [a for i, a in enumerate(argv)
-            if not a.startswith(with_value + ("--train-only",)) and (i == 0 or argv[i - 1] not in with_value)]
-    return " ".join(["python", f"recipes/{name}.py", *kept])
+            if not a.startswith(with_value + ("--train-only", "--fresh")) and (i == 0 or argv[i - 1] not in with_value)]
+    script = next((Path(f.filename).stem for f in inspect.stack() if Path(f.filename).parent == REPO / "recipes"),
+                  name)
+    return " ".join(["python", f"recipes/{script}.py", *kept])
 
 
 def print_metrics(name, metrics):
