@@ -17,11 +17,11 @@ demo: .venv/installed
 test: test-tf test-jax
 
 test-tf: .venv/installed
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -x tests
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -x --durations=15 tests
 
 # Losses and methods again on JAX: the same fit() must run on every backend.
 test-jax: .venv/installed
-	KERAS_BACKEND=jax $(PY) -m pytest -q -x -m multibackend tests
+	KERAS_BACKEND=jax $(PY) -m pytest -q -x --durations=15 -m multibackend tests
 
 # Data-parallel training alone, on both backends (2 virtual CPU devices in subprocesses; also part of `test`:
 # test-tf runs every `distributed` test, test-jax those also marked `multibackend`).

@@ -19,6 +19,7 @@ import json
 import os
 from pathlib import Path
 
+import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 
 import deepface_softmax

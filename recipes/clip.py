@@ -34,6 +34,7 @@ on the image tower. `recipes/clip_shift.py` measures the entries under changes o
 
 from dataclasses import dataclass
 
+import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 import numpy as np
 

@@ -16,6 +16,7 @@ runs and leave-one-out retrieval recall@1.
 
 from dataclasses import dataclass
 
+import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 
 from zoo import backbones

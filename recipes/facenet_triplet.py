@@ -22,6 +22,7 @@ Interrupted runs resume from the last finished epoch when re-run (--fresh starts
 
 from dataclasses import dataclass
 
+import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 
 from zoo.data.augment import faces

@@ -13,6 +13,7 @@ of the evaluation alphabets (never trained on): nearest-prototype 5/20-way 1/5-s
 
 from dataclasses import dataclass
 
+import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 
 from zoo import backbones

@@ -16,6 +16,7 @@ the README's `ssl` markers; the rest of the file is kept.
 import argparse
 from pathlib import Path
 
+import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 import numpy as np
 

@@ -1,5 +1,6 @@
 """Shared fixtures: seeded raw image batches, and gradients with the current backend's autodiff."""
 
+import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 import numpy as np
 import pytest

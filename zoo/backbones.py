@@ -52,6 +52,32 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
+@register
+class TiledMaxPooling2D(layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D` that, on JAX, takes the max of non-overlapping windows by a reshape.
+
+    Keras' JAX max pooling is `lax.reduce_window`, whose gradient XLA's CPU backend computes with
+    index tensors as large as the input: in a profile of conv4 on the peers' workload
+    (../shared/bench/peers) it was the largest cost of a JAX training step after the convolutions. Where
+    the windows tile the input (`strides == pool_size`, "valid" padding, channels last), this layer
+    reshapes (B, H, W, C) to (B, H/p, p, W/q, q, C) and takes the max over the window axes: the same
+    values, and the same gradient except where a window holds several equal maxima (the gradient is
+    then shared among them instead of going to one; after a ReLU such ties are zeros, whose gradient
+    the ReLU drops). Elsewhere (other backends, overlapping windows) it is Keras' layer.
+    """
+
+    def call(self, inputs):
+        pool, strides = tuple(self.pool_size), tuple(self.strides)
+        h, w = inputs.shape[1], inputs.shape[2]
+        if (keras.backend.backend() != "jax" or pool != strides or self.padding != "valid"
+                or self.data_format != "channels_last" or len(inputs.shape) != 4 or h is None or w is None):
+            return super().call(inputs)
+        rows, cols = h // pool[0], w // pool[1]
+        x = inputs[:, :rows * pool[0], :cols * pool[1], :]  # "valid": a partial window at the edge is dropped
+        x = ops.reshape(x, (-1, rows, pool[0], cols, pool[1], inputs.shape[3]))
+        return ops.max(x, axis=(2, 4))
+
+
 def conv4(input_shape=(28, 28, 1), filters=64, scale=INK_BRIGHT["scale"], offset=INK_BRIGHT["offset"],
           pooling="flatten", name="conv4"):
     """Four blocks of 3x3 conv, batch norm, ReLU and 2x2 max-pool (Snell et al. 2017).
@@ -75,7 +101,7 @@ def conv4(input_shape=(28, 28, 1), filters=64, scale=INK_BRIGHT["scale"], offset
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = FusedBatchNormalization()(x)
         x = layers.ReLU()(x)
-        x = layers.MaxPooling2D(2)(x)
+        x = TiledMaxPooling2D(2)(x)
     if pooling == "flatten":
         x = layers.Flatten()(x)
     elif pooling == "avg":
