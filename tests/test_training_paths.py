@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -107,7 +108,11 @@ def test_fit_on_arrays_trains_as_keras_fit(make_images):
         keras.utils.set_random_seed(4)
         model = Triplet(conv4((28, 28, 1), filters=4), mining="batch_hard")
         model.compile(optimizer=keras.optimizers.SGD(0.1))
-        fit(model, images, labels, batch_size=16, epochs=2, shuffle=True, verbose=0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit(model, images, labels, batch_size=16, epochs=2, shuffle=True, verbose=0)
+        if fit is Triplet.fit:  # the user asked for shuffling, and got it: nothing to warn about
+            assert not [w for w in caught if "shuffle" in str(w.message)]
         weights.append([ops.convert_to_numpy(w) for w in model.weights])
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

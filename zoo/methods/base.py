@@ -38,8 +38,8 @@ def array_dataset(x, y=None, batch_size=None, shuffle=True):
     `shuffle=False`; the last batch partial; rows gathered per batch from the arrays held once), but with
     autotuning off: on TensorFlow 2.21 the iterator of Keras' pipeline, whose parallel map is autotuned,
     waits at its deletion (the end of every `fit()` with arrays) for the autotuning thread's next wake-up,
-    which comes up to a minute later; on the peers' workload (30 steps per `fit()`) that wait was as long
-    as the training. Keras' adapter gathers on parallel threads; one gather per batch here is a copy of a
+    a wait seen in stack traces of the peers' workload (../shared/bench/peers: 30 steps per `fit()`), where
+    it weighs most. Keras' adapter gathers on parallel threads; one gather per batch here is a copy of a
     batch, small beside a training step.
 
     Args:
@@ -146,7 +146,7 @@ class EmbeddingMethod(keras.Model):
             if isinstance(validation_data, tuple) and len(validation_data) == 2 and _arrays(validation_data):
                 validation_data = array_dataset(*validation_data, kwargs.pop("validation_batch_size", None)
                                                 or batch_size, shuffle=False)
-            batch_size = None
+            batch_size, shuffle = None, False  # the dataset draws its own permutation per pass (Keras warns otherwise)
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=callbacks,
                            validation_split=validation_split, validation_data=validation_data, shuffle=shuffle,
                            class_weight=class_weight, sample_weight=sample_weight, **kwargs)
