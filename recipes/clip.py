@@ -12,16 +12,18 @@ one H200, JAX backend), then was evaluated and published here:
     python recipes/clip.py --epochs 150 --widths 32-64-128-256 --trained runs/gpu/clip
 
 `clip_lit` starts from it (LiT, Zhai et al. 2022: "locked-image text tuning"): its image tower stays locked but
-for the last, linear layer, which trains with the whole text tower on more text per image (the Unicode name,
-the CLDR short name, the CLDR keywords, the category, the subcategory: `--captions`; with `--label-prompts` the
-category and subcategory written in one of the zero-shot prompt templates, as UniCL turns labels into
-text, so the category names are in the training text of the train images) and on style views of each
-image (`--styles`: `zoo.data.augment.icon_styles`; the locked part embeds `--views` of each image once, so an
-epoch costs the text tower and one linear layer, which 2 CPU cores afford):
+for its last stage and linear layer (`--tuned-stages 1`), which train with a new text tower on more text per
+image (the Unicode name, the CLDR short name, the CLDR keywords, the category, the subcategory: `--captions`; with
+`--label-prompts` the category and subcategory written in one of the zero-shot prompt templates, as UniCL turns
+labels into text, so the category names are in the training text of the train images) and on style views of
+each image (`--styles`: `zoo.data.augment.icon_styles`; the locked part computes `--views` of each image once, so
+an epoch costs the text tower and the tuned stage, which 2 CPU cores afford). Its text tower is a bag of hashed
+byte n-grams (`--text-tower ngrams`: `backbones.text_ngrams`, fastText's subwords): the test names are unseen
+word combinations, which the byte transformer of `clip` does not learn to read from 1,500 captions.
 
     python recipes/clip.py --init clip --lock-image true --styles true --captions \
-        name+cldr+keywords+category+subcategory --label-prompts true --views 4 --epochs 40 --batch-size 256 \
-        --learning-rate 2e-3 --name clip_lit
+        name+cldr+keywords+category+subcategory --label-prompts true --views 4 --epochs 60 --batch-size 256 \
+        --learning-rate 5e-3 --text-tower ngrams --tuned-stages 1 --name clip_lit
 
 Each epoch shows every training image once with one of its captions drawn at random (`CaptionSampler`); rows
 that share an image or a caption (a category name) are matches in the loss (UniCL, `losses.clip(positives=)`).
@@ -61,6 +63,8 @@ class Config:
     text_width: int = 128
     text_depth: int = 2
     text_heads: int = 4
+    text_tower: str = "transformer"  # or "ngrams": hashed byte n-grams and an MLP (backbones.text_ngrams)
+    text_buckets: int = 8192  # with text_tower ngrams: hash buckets of the n-gram table
     batch_size: int = 128
     epochs: int = 24
     learning_rate: float = 2e-3
@@ -72,6 +76,7 @@ class Config:
     styles: bool = False  # icon_styles views (colour, background, outline, grey, blur) instead of square crops
     lock_image: bool = False  # LiT: the --init entry's image tower stays locked but for its last (linear) layer
     views: int = 8  # with lock_image: views of each image (the first as it is) embedded once by the locked tower
+    tuned_stages: int = 0  # with lock_image: this many last stages of the image tower train too
     label_prompts: bool = False  # category and subcategory captions in a prompt template (one of TEMPLATES per image)
 
 
@@ -126,9 +131,9 @@ def emoji_captions(data, sources, templates=("{}",), seed=0):
 
 
 def locked_views(trunk, images, augment, views, batch_size=128):
-    """() -> (V, N, F) features of the locked trunk: view 0 of the images as they are, the others augmented."""
+    """() -> (V, N, ...) features of the locked trunk: view 0 of the images as they are, the others augmented."""
     def compute():
-        out = np.zeros((views, len(images), trunk.output_shape[-1]), np.float32)
+        out = np.zeros((views, len(images), *trunk.output_shape[1:]), np.float32)
         for v in range(views):
             for i in range(0, len(images), batch_size):
                 x = images[i:i + batch_size]
@@ -139,12 +144,24 @@ def locked_views(trunk, images, augment, views, batch_size=128):
     return compute
 
 
+def tuned_part(image_tower, stages):
+    """The tensor of `image_tower` (a `backbones.small_resnet`) where its tuned part starts: the input of its
+    last linear layer, or of the first (strided) 3x3 conv of its last `stages` stages. Before it, LiT keeps the
+    tower locked."""
+    starts = [layer.input for layer in image_tower.layers if isinstance(layer, keras.layers.Conv2D)
+              and layer.kernel_size == (3, 3) and layer.strides == (2, 2)]
+    if not 0 <= stages <= len(starts):
+        raise ValueError(f"--tuned-stages {stages}: expected 0..{len(starts)} (the image tower's stages after "
+                         f"its first)")
+    return starts[-stages] if stages else image_tower.layers[-1].input
+
+
 def build(config, train=None, parent=None):
     """The compiled CLIP model of `config`, its training pairs and no callbacks; the pairs of the user's
     captions.csv folder when `train` is given. With `config.lock_image` (LiT), the image tower is `parent`'s
-    (`zoo.recipe.parent_entry`), locked; the model then trains the tower's last layer on the locked part's
-    features (computed once, for `config.views` views of each image) with the text tower, and keeps the whole
-    image tower as `model.image_tower`."""
+    (`zoo.recipe.parent_entry`), locked; the model then trains the tower's last layer and its last
+    `config.tuned_stages` stages on the locked part's features (computed once, for `config.views` views of each
+    image) with the text tower, and keeps the whole image tower as `model.image_tower`."""
     keras.utils.set_random_seed(config.seed)
     tokenizer = Tokenizer(config.context_length)
     # Each emoji image with its captions; each COCO image with its five.
@@ -173,9 +190,14 @@ def build(config, train=None, parent=None):
     widths = tuple(int(w) for w in config.widths.split("-"))
     image_tower = backbones.small_resnet((config.image_size, config.image_size, 3), widths=widths,
                                          output_dim=config.embedding_dim, name="image_tower")
-    text_tower = backbones.text_transformer(Tokenizer.vocab_size, config.context_length, config.text_width,
-                                            config.text_depth, config.text_heads,
-                                            output_dim=config.embedding_dim, name="text_tower")
+    if config.text_tower not in ("transformer", "ngrams"):
+        raise ValueError(f"--text-tower {config.text_tower!r}: expected 'transformer' or 'ngrams'")
+    text_tower = backbones.text_ngrams(config.context_length, config.text_buckets, config.text_width,
+                                       output_dim=config.embedding_dim, name="text_tower") \
+        if config.text_tower == "ngrams" else \
+        backbones.text_transformer(Tokenizer.vocab_size, config.context_length, config.text_width,
+                                   config.text_depth, config.text_heads, output_dim=config.embedding_dim,
+                                   name="text_tower")
     augment = icon_styles(config.image_size, seed=config.seed) if config.styles else \
         square_crops(config.image_size, scale=(config.crop_scale, 1.0), seed=config.seed) if config.crop_scale \
         else None
@@ -183,14 +205,16 @@ def build(config, train=None, parent=None):
     if config.lock_image:
         if parent is None:
             raise ValueError("--lock-image keeps a trained image tower locked: pass --init ENTRY (e.g. --init clip)")
+        # The parent's text tower too where it is of the same kind; an n-gram text tower starts afresh.
+        same_text = parent["card"].training["config"].get("text_tower", "transformer") == config.text_tower
         load_towers(parent["folder"], parent["card"], {"image_encoder": embedder_from(image_tower),
-                                                       "text_encoder": embedder_from(text_tower)}, "--init")
-        head = image_tower.layers[-1]  # the linear projection, trained; everything before it stays locked
-        trunk = keras.Model(image_tower.inputs[0], image_tower.layers[-2].output, name="locked_image_tower")
+                                                       **({"text_encoder": embedder_from(text_tower)}
+                                                          if same_text else {})}, "--init", some=True)
+        cut = tuned_part(image_tower, config.tuned_stages)
+        trunk = keras.Model(image_tower.inputs[0], cut, name="locked_image_tower")
         trunk.trainable = False
-        features = keras.Input(trunk.output_shape[1:], name="features")
         inputs = locked_views(trunk, images, augment, config.views)
-        model = CLIP(keras.Model(features, head(features), name="image_head"), text_tower)
+        model = CLIP(keras.Model(cut, image_tower.outputs[0], name="image_head"), text_tower)
         model.image_tower = image_tower  # tracked: its weights are saved and restored with the model's
     else:
         model = CLIP(image_tower, text_tower, augment=augment)
@@ -217,7 +241,7 @@ def main(argv=None):
         with locked:  # the locked tower's features, here in the main thread (fit reads batches in another)
             pairs.views()
     run = train(model, pairs, config, args, images_per_epoch=len(pairs.captions), towers=towers,
-                callbacks=callbacks, argv=argv)
+                init_towers={} if config.lock_image else None, callbacks=callbacks, argv=argv)
     tokenizer = Tokenizer(config.context_length)
     if own is None:
         # Held-out: the emoji test split, never trained on; the linear probe fits on the emoji train split.

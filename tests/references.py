@@ -181,6 +181,25 @@ def ref_clip(images, texts, logit_scale, positives=None):
 # ---------------------------------------------------------------- gradients
 
 
+def ref_hashed_ngrams(token_ids, table, sizes, space=34):
+    """(B, L) byte-tokenizer ids -> (B, W): the mean of `table`'s rows of every n-gram of " " + text + end token.
+
+    One text and one n-gram at a time: the n-gram's bytes t_1..t_n hash to ((n * 258 + t_1) * 258 + t_2 ...)
+    mod len(table), computed in Python integers and reduced once at the end."""
+    out = np.zeros((len(token_ids), table.shape[1]))
+    for row, ids in enumerate(np.asarray(token_ids)):
+        text = [space] + [int(t) for t in ids if t != 0]  # the real tokens: the text's bytes and its end token
+        rows = []
+        for n in sizes:
+            for start in range(len(text) - n + 1):
+                bucket = n
+                for t in text[start:start + n]:
+                    bucket = bucket * 258 + t
+                rows.append(table[bucket % len(table)])
+        out[row] = np.mean(rows, axis=0)
+    return out
+
+
 def numeric_grad(fn, x, eps=1e-4):
     """Central differences of a float64 numpy function."""
     x = np.asarray(x, np.float64)

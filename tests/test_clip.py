@@ -13,7 +13,7 @@ from zoo.data.augment import square_crops
 from zoo.methods.clip import CLIP
 from zoo.runtime import Tokenizer
 
-from references import ref_clip
+from references import ref_clip, ref_hashed_ngrams
 
 
 def tiny_clip(context_length=16, dim=16, augment=None):
@@ -96,8 +96,11 @@ def test_shared_images_and_captions_count_as_matches():
     assert abs(got - ref_clip(image, text, scale)) > 1e-3  # without ids: CLIP's one match per row
 
 
-def test_lit_trains_the_last_image_layer_and_the_text_tower_only(monkeypatch):
-    """recipes/clip.py --lock-image: the published `clip` entry's image tower stays as it was but for its last layer."""
+@pytest.mark.parametrize("text_tower, tuned_stages", [("transformer", 0), ("ngrams", 1)])
+def test_lit_trains_the_last_image_layers_and_the_text_tower_only(monkeypatch, text_tower, tuned_stages):
+    """recipes/clip.py --lock-image: the published `clip` entry's image tower stays as it was but for its last layer
+    and its last `tuned_stages` stages; its text tower is the start of a text tower of the same kind, and an n-gram
+    text tower starts afresh."""
     import dataclasses
     import importlib.util
     from pathlib import Path
@@ -112,26 +115,66 @@ def test_lit_trains_the_last_image_layer_and_the_text_tower_only(monkeypatch):
     parent = parent_entry("clip")
     config = recipe.Config(**{**parent["card"].training["config"], "lock_image": True, "styles": True, "views": 2,
                               "limit": 24, "epochs": 1, "batch_size": 12,
-                              "captions": "name+cldr+keywords+category+subcategory"})
+                              "captions": "name+cldr+keywords+category+subcategory", "text_tower": text_tower,
+                              "text_buckets": 512, "tuned_stages": tuned_stages})
     with pytest.raises(ValueError, match="--init"):
         recipe.build(config)
     model, sampler, _ = recipe.build(config, parent=parent)
-    before = [w.copy() for w in model.image_tower.get_weights()]
+    head = model.encoder  # what trains of the image tower: from the cut to the last layer
+    trained = {id(v) for v in head.weights}
+    locked = [v for v in model.image_tower.weights if id(v) not in trained]
+    assert len(locked) + len(head.weights) == len(model.image_tower.weights)
+    assert len(head.trainable_weights) == 2 + 9 * tuned_stages  # Dense; a stage: 3 convs, 3 BN (gamma, beta)
+
+    def values(variables):
+        return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
+
+    locked_before, head_before = values(locked), values(head.trainable_weights)
     text_before = [w.copy() for w in model.text_encoder.get_weights()]
+    parent_text = keras.saving.load_model(parent["folder"] / parent["card"].towers["text_encoder"]["keras"],
+                                          compile=False).get_weights()
+    same = [w.shape for w in parent_text] == [w.shape for w in text_before] and \
+        all(np.array_equal(a, b) for a, b in zip(parent_text, text_before))
+    assert same == (text_tower == "transformer")
     views = sampler.views()
-    assert views.shape == (2, 24, model.image_tower.layers[-2].output.shape[-1])
+    assert views.shape == (2, 24, *head.inputs[0].shape[1:])
     assert not np.allclose(views[0], views[1])  # view 1 is augmented
     (features, tokens), ids = sampler[0]
-    assert features.shape == (12, views.shape[-1]) and tokens.shape == (12, config.context_length)
+    assert features.shape == (12, *views.shape[2:]) and tokens.shape == (12, config.context_length)
     model.fit(sampler, epochs=1, verbose=0)
-    after = model.image_tower.get_weights()
-    assert all(np.array_equal(a, b) for a, b in zip(before[:-2], after[:-2]))  # locked
-    assert not np.allclose(before[-2], after[-2])  # the last Dense kernel trained
+    assert all(np.array_equal(a, b) for a, b in zip(locked_before, values(locked)))  # locked
+    assert not any(np.allclose(a, b) for a, b in zip(head_before, values(head.trainable_weights)))  # all trained
     assert not all(np.allclose(a, b) for a, b in zip(text_before, model.text_encoder.get_weights()))
     # The published image tower is the locked part followed by the trained head.
     x = np.asarray(recipe.resize(recipe.zoo.data.load("emoji", "test")["images"][:3], config.image_size))
     full = keras.ops.convert_to_numpy(model.image_tower(x))
-    head = keras.ops.convert_to_numpy(model.encoder(keras.Model(model.image_tower.inputs[0],
-                                                                model.image_tower.layers[-2].output)(x)))
-    np.testing.assert_allclose(full, head, rtol=1e-4, atol=1e-5)
+    trunk = keras.Model(model.image_tower.inputs[0], recipe.tuned_part(model.image_tower, tuned_stages))
+    np.testing.assert_allclose(full, keras.ops.convert_to_numpy(head(trunk(x))), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="--tuned-stages 4: expected 0..3"):
+        recipe.tuned_part(model.image_tower, 4)
     assert dataclasses.asdict(config)["lock_image"] is True
+
+
+@pytest.mark.multibackend
+def test_ngram_text_tower_is_the_mean_of_its_hashed_ngrams():
+    keras.utils.set_random_seed(3)
+    texts = ["grinning face", "flag: Germany", "a", "", "Ünïcödé ✓", "x" * 40]
+    layer = backbones.HashedNgramEmbedding(buckets=97, width=6, sizes=(1, 2, 3, 5))
+    tokens = Tokenizer(24).encode(texts)  # the long text fills every position: no padding
+    got = keras.ops.convert_to_numpy(layer(tokens))
+    table = keras.ops.convert_to_numpy(layer.table.embeddings).astype(np.float64)
+    np.testing.assert_allclose(got, ref_hashed_ngrams(tokens, table, (1, 2, 3, 5)), rtol=1e-5, atol=1e-6)
+    # Padding adds no n-gram: the same texts in a longer context give the same features.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(Tokenizer(48).encode(texts[:-1]))), got[:-1],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="buckets"):
+        backbones.HashedNgramEmbedding(buckets=2 ** 23, width=4)
+
+
+def test_ngram_text_tower_round_trips_through_keras_files(tmp_path):
+    keras.utils.set_random_seed(4)
+    tower = backbones.embedder_from(backbones.text_ngrams(16, buckets=64, width=8, output_dim=4))
+    tokens = Tokenizer(16).encode(["smiling face", "smile", "flag"])
+    tower.save(tmp_path / "text.keras")
+    loaded = keras.saving.load_model(tmp_path / "text.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(tokens, verbose=0), tower.predict(tokens, verbose=0), atol=1e-6)

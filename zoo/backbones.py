@@ -1,4 +1,4 @@
-"""Encoders of the zoo: conv4, a small ResNet, projection heads and a small text transformer.
+"""Encoders of the zoo: conv4, a small ResNet, projection heads, a small text transformer and a text n-gram bag.
 
 Every encoder takes raw inputs (pixels 0..255 or int32 token ids) and does its own
 preprocessing, so the exported graphs need nothing but the raw data. Custom layers are
@@ -280,6 +280,82 @@ def text_transformer(vocab_size=258, context_length=32, width=128, depth=2, head
         x = TransformerBlock(width, heads, causal=causal)(x, token_ids)
     x = layers.LayerNormalization(epsilon=1e-5)(x)
     x = MaskedMeanPool()(x, token_ids)
+    if output_dim:
+        x = layers.Dense(output_dim)(x)
+    return keras.Model(token_ids, x, name=name)
+
+
+@register
+class HashedNgramEmbedding(layers.Layer):
+    """Mean embedding of a text's hashed byte n-grams, fastText's subword bag: (B, L) token ids -> (B, W).
+
+    Each text is read with a space before it (its end token closes the last word), so the n-grams of a word
+    include its boundaries (" cat", "cat ") as fastText's "<cat>". An n-gram of token ids t_1..t_n goes to
+    bucket h_n, with h_0 = n and h_k = (h_{k-1} * 258 + t_k) mod buckets (int32 throughout: buckets <= 2**22);
+    n-grams that reach into the padding (id 0) are left out of the mean. Words shared by a training and an
+    unseen caption share their n-grams, and so does a word's inflection ("smiling", "smile"), which a byte
+    transformer trained on 1,500 captions does not learn to see.
+
+    Args:
+        buckets: int. Hash buckets (rows of the embedding table).
+        width: int. Embedding width W.
+        sizes: tuple of int. The n-gram lengths n.
+
+    Reference:
+        Bojanowski et al. 2017, Enriching Word Vectors with Subword Information (arXiv:1607.04606);
+        Joulin et al. 2017, Bag of Tricks for Efficient Text Classification (arXiv:1607.01759).
+    """
+
+    space = 32 + 2  # the byte tokenizer's id of " "
+
+    def __init__(self, buckets, width, sizes=(1, 2, 3, 4, 5), **kwargs):
+        super().__init__(**kwargs)
+        if not 0 < buckets <= 2 ** 22:
+            raise ValueError(f"buckets must be in 1..2**22 (int32 hashing), got {buckets}")
+        self.buckets, self.width, self.sizes = int(buckets), int(width), tuple(int(n) for n in sizes)
+        self.table = layers.Embedding(self.buckets, self.width)
+
+    def build(self, input_shape):
+        self.table.build((None,))
+
+    def call(self, token_ids):
+        ids = ops.cast(token_ids, "int32")
+        ids = ops.concatenate([ops.full_like(ids[:, :1], self.space), ids], axis=1)  # (B, L + 1)
+        length = ids.shape[1]
+        total, count = 0.0, 0.0
+        for n in self.sizes:
+            windows = [ids[:, k:length - n + 1 + k] for k in range(n)]  # n x (B, L + 2 - n)
+            bucket = ops.full_like(windows[0], n)
+            real = ops.ones_like(windows[0], dtype="bool")
+            for t in windows:
+                bucket = ops.mod(bucket * 258 + t, self.buckets)
+                real = ops.logical_and(real, ops.not_equal(t, 0))
+            real = ops.cast(real, self.compute_dtype)[..., None]  # (B, L + 2 - n, 1)
+            total = total + ops.sum(self.table(bucket) * real, axis=1)
+            count = count + ops.sum(real, axis=1)
+        return total / ops.maximum(count, 1.0)  # (B, W)
+
+    def get_config(self):
+        return {**super().get_config(), "buckets": self.buckets, "width": self.width, "sizes": list(self.sizes)}
+
+
+def text_ngrams(context_length=32, buckets=8192, width=128, output_dim=None, sizes=(1, 2, 3, 4, 5),
+                name="text_ngrams"):
+    """A text encoder of hashed byte n-grams (fastText's subword bag) and an MLP: (B, L) token ids -> (B, D).
+
+    Args:
+        context_length: int. Fixed sequence length L of the byte tokenizer's ids.
+        buckets: int. Hash buckets of the n-gram table.
+        width: int. Width of the n-gram embeddings and of the MLP.
+        output_dim: int or None. A final linear layer to this many features.
+        sizes: tuple of int. The n-gram lengths.
+        name: str. Model name.
+    """
+    token_ids = keras.Input((context_length,), dtype="int32", name="token_ids")
+    x = HashedNgramEmbedding(buckets, width, sizes)(token_ids)
+    x = layers.LayerNormalization(epsilon=1e-5)(x)
+    x = x + layers.Dense(width)(layers.Dense(width * 4, activation="silu")(x))
+    x = layers.LayerNormalization(epsilon=1e-5)(x)
     if output_dim:
         x = layers.Dense(output_dim)(x)
     return keras.Model(token_ids, x, name=name)

@@ -199,7 +199,8 @@ class TrainingRun:
 TRAINED_WEIGHTS, TRAINED_RECORD = "trained.weights.h5", "trained.json"
 
 
-def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=None, argv=None,
+def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=None, init_towers=None,
+          argv=None,
           **fit_kwargs) -> TrainingRun:
     """The one training path of every recipe: `model.fit(data)`, resumable, or the weights of an earlier run.
 
@@ -225,6 +226,8 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
         images_per_epoch: int. Images one epoch shows the model (for images/s).
         callbacks: sequence. More Keras callbacks (e.g. a sampler refresh), called before the log's.
         towers: dict | None. role -> the keras.Model the recipe publishes (default {"embedder": model.embedder}).
+        init_towers: dict | None. role -> the towers that `--init`'s entry sets (default `towers`; {} where the
+            recipe's `build` has set them).
         argv: list | None. The recipe's command line, for the card's `recipe` command.
         fit_kwargs: more arguments of `fit` (batch_size, shuffle, ...).
     """
@@ -260,7 +263,10 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
 
     if getattr(args, "parent", None):
         parent = args.parent
-        load_towers(parent["folder"], parent["card"], towers or {"embedder": model.embedder}, "--init")
+        if init_towers is None:
+            init_towers = towers or {"embedder": model.embedder}
+        if init_towers:
+            load_towers(parent["folder"], parent["card"], init_towers, "--init")
         print(f"[{config.name}] fine-tuning from {parent['card'].name} ({parent['folder']})")
     callbacks = list(callbacks) + training_callbacks(args.workdir, args.fresh)
     if hasattr(data, "epoch"):
@@ -325,13 +331,14 @@ def _restore_entry(folder, model, config, towers, command) -> TrainingRun:
                        command, published=card.to_dict())
 
 
-def load_towers(folder, card, towers, flag) -> None:
-    """Set each tower's weights from the entry's .keras file of the same role (shapes must match)."""
+def load_towers(folder, card, towers, flag, *, some=False) -> None:
+    """Set each tower's weights from the entry's .keras file of the same role (shapes must match); with `some`,
+    `towers` may name only some of the entry's towers (the others start afresh)."""
     import keras
 
     from zoo.registry import import_custom_layers
 
-    if set(towers) != set(card.towers):
+    if not (set(towers) <= set(card.towers) if some else set(towers) == set(card.towers)):
         raise ValueError(f"{flag} {folder}: the entry has towers {list(card.towers)}, this recipe {list(towers)}")
     import_custom_layers()
     for role, tower in towers.items():
