@@ -202,6 +202,8 @@ def build(config, train=None, parent=None):
         square_crops(config.image_size, scale=(config.crop_scale, 1.0), seed=config.seed) if config.crop_scale \
         else None
     inputs = images
+    if config.tuned_stages and not config.lock_image:
+        raise ValueError("--tuned-stages tunes the last stages of a locked image tower: pass --lock-image true too")
     if config.lock_image:
         if parent is None:
             raise ValueError("--lock-image keeps a trained image tower locked: pass --init ENTRY (e.g. --init clip)")

@@ -119,6 +119,8 @@ def test_lit_trains_the_last_image_layers_and_the_text_tower_only(monkeypatch, t
                               "text_buckets": 512, "tuned_stages": tuned_stages})
     with pytest.raises(ValueError, match="--init"):
         recipe.build(config)
+    with pytest.raises(ValueError, match="--lock-image"):
+        recipe.build(dataclasses.replace(config, lock_image=False, tuned_stages=1))
     model, sampler, _ = recipe.build(config, parent=parent)
     head = model.encoder  # what trains of the image tower: from the cut to the last layer
     trained = {id(v) for v in head.weights}
