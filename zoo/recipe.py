@@ -200,8 +200,7 @@ TRAINED_WEIGHTS, TRAINED_RECORD = "trained.weights.h5", "trained.json"
 
 
 def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=None, init_towers=None,
-          argv=None,
-          **fit_kwargs) -> TrainingRun:
+          argv=None, **fit_kwargs) -> TrainingRun:
     """The one training path of every recipe: `model.fit(data)`, resumable, or the weights of an earlier run.
 
     - Fresh or resumed: `model.fit(data, epochs=config.epochs)` with BackupAndRestore and a CSV log in
