@@ -1,6 +1,6 @@
 """Data-parallel training (`--devices N`, zoo.distributed) on 2 virtual CPU devices: one SGD step of every
 in-batch loss family on 2 devices equals one device with the same global batch (loss, gradients, batch-norm
-statistics, to 1e-5; SimCLR's gradients through its random views to 1e-4); without the gather, or with each replica
+statistics; the loss and the statistics to 1e-5, the gradients to 1e-4); without the gather, or with each replica
 drawing its own views, they differ; the smoke recipe on 2 devices publishes and its card says so; too many devices,
 and batches that do not split evenly, are refused.
 
@@ -10,9 +10,13 @@ zoo.distributed splits TensorFlow's CPU into that many logical devices. The back
 (`make test-jax` runs the JAX half: the tests are `multibackend` too).
 
 In float32, as the recipes train: the equivalence is exact math, so what remains is float rounding (sums in
-another order: per device, then across devices), hence "equal" is `assert_allclose(rtol=1e-5, atol=1e-5)` on
-the gradients (and 1e-5 on the loss and the moving statistics), with the nets conditioned so that rounding stays
-below it: batch norm over B x 7 x 7 positions, images of differing brightness, temperatures of order 1.
+another order: per device, then across devices, and kernels that pick their blocking by batch size), hence
+"equal" is 1e-5 on the loss and the moving statistics and `assert_allclose(rtol=1e-4, atol=1e-4)` on the
+gradients, with the nets conditioned so that rounding stays small: batch norm over B x 7 x 7 positions, images
+of differing brightness, temperatures of order 1. Rounding depends on the CPU's kernels: on a 2-core AVX2 EPYC
+every gradient but SimCLR's was within 1e-5; on an AVX-512 EPYC (Zen 5) MICLe's reached 2.8e-5 with TensorFlow's
+oneDNN kernels and batch-hard's 1.4e-5 with its Eigen ones (`python tests/test_distributed.py` prints each
+case's `grad_diff`). The controls below differ by more than 0.1, so 1e-4 still tells them apart.
 """
 
 import importlib
@@ -30,9 +34,8 @@ TOLERANCE = 1e-5
 LEARNING_RATE = 1.0  # plain SGD: the step is the gradient, weights - new weights
 BATCH = 8  # global batch: 4 rows per device
 METHOD_MODULES = tuple(f"zoo.methods.{m}" for m in ("simclr", "clip", "triplet", "protonet", "context_prediction"))
-# float32 rounding of SimCLR's random views (ink-like images, nearly flat, through batch norm) reaches 1e-4 of the
-# first layer's gradient (measured 4e-5 of its norm on TensorFlow): its gradients are compared at 1e-4.
-GRAD_TOLERANCE = {"simclr": 1e-4}
+# Gradients: float32 rounding alone exceeds 1e-5 on some CPUs (the module docstring has the figures).
+GRAD_TOLERANCE = 1e-4
 # The in-batch loss families of the issue, and context prediction: a per-image loss (on TensorFlow each
 # replica's mean, scaled by 1/N, not gathered) with random patch jitter. SimCLR draws random views.
 CASES = ("simclr", "micle", "barlow_twins", "clip", "triplet_semi_hard_cluster_ce", "triplet_batch_hard",
@@ -163,11 +166,11 @@ def worker(cases):
     results = {}
     for case in cases:
         one = _one_step(case, 1)
-        tolerance = GRAD_TOLERANCE.get(case, TOLERANCE)
-        results[case] = _compare(one, _one_step(case, 2, weights=one["before"]), tolerance)
+        results[case] = _compare(one, _one_step(case, 2, weights=one["before"]), GRAD_TOLERANCE)
         if case == "simclr" and keras.backend.backend() == "tensorflow":  # the controls: each must differ
             for name in ("gather", "on_global_batch"):
-                results[f"simclr_without_{name}"] = _compare(one, _one_step(case, 2, one["before"], name), tolerance)
+                control = _one_step(case, 2, one["before"], name)
+                results[f"simclr_without_{name}"] = _compare(one, control, GRAD_TOLERANCE)
     print("RESULTS " + json.dumps(results))
 
 
@@ -204,7 +207,7 @@ def test_one_step_on_two_devices_equals_one_device_with_the_global_batch(steps, 
     assert len(one_device) == 1 and len(two_devices) == 2  # the weights were replicated on both
     assert result["grad_max"] > 1e-3  # a real step, so equal gradients mean something
     assert result["loss_diff"] <= TOLERANCE, result
-    assert result["grad_excess"] <= 1.0, result  # |g2 - g1| <= 1e-5 + 1e-5 |g1| everywhere
+    assert result["grad_excess"] <= 1.0, result  # |g2 - g1| <= 1e-4 + 1e-4 |g1| everywhere
     assert result["stat_diff"] <= TOLERANCE, result  # batch norm's moving statistics: global-batch statistics
 
 
