@@ -23,10 +23,11 @@ batch-hard} x {128, 512}, alternating (each implementation in turn, then the nex
 rounds. Both TensorFlow libraries run with TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS=1: what
 `import zoo` sets before TensorFlow loads, `zoo.prefer_onednn`; zoo_triplet.py imports Keras first, so
 the variable is given to the process); zoo_tf_eigen and tfsim_eigen are the two with them off
-(TensorFlow's own choice on x86 CPUs without AVX-512 VNNI, BF16 or AMX, where nothing is set). Prints the
-medians and the ratios zoo TF / TF Similarity (both on oneDNN: "pass"; TF Similarity without it:
-"pass_with_tensorflow_defaults") and zoo TF / PML against the 1.2 target of issue 16, and writes benchmarks/results/training_peers.json
-with every run, the 1-minute load average beside each, the CPU model and flags, the library versions and
+(TensorFlow's own choice on x86 CPUs without AVX-512 VNNI, BF16 or AMX, where nothing is set: the run asks
+TF Similarity's TensorFlow which it picks on this CPU, `tensorflow_default_onednn`). Prints the medians and
+the ratios zoo TF / TF Similarity (both on oneDNN: "pass"; TF Similarity as TensorFlow runs it when nothing
+is set: "pass_with_tensorflow_defaults") and zoo TF / PML against the 1.2 target of issue 16, and writes
+benchmarks/results/training_peers.json (or `--out`) with every run, the 1-minute load average beside each, the CPU model and flags, the library versions and
 the command. `--set-env` sets a variable in every process (an implementation's own setting wins);
 `--zoo-xla` adds the zoo on TensorFlow with XLA on (Keras' "auto"), the choice
 `zoo.methods.base.default_jit_compile` turns off on CPUs.
@@ -185,6 +186,9 @@ PEER_IMPLEMENTATIONS = [
     ("tfsim_eigen", "tfsim_triplet.py", "tfsim", EIGEN, {"semi_hard": "semi-hard", "batch_hard": "hard"}),
     ("pml", "pml_triplet.py", "pml", {}, {"semi_hard": "semihard", "batch_hard": "hard"}),
 ]
+# Whether TensorFlow turns oneDNN on by itself on this CPU (it does on x86 with AVX-512 VNNI, BF16 or AMX).
+TF_DEFAULT_ONEDNN = ("import os; os.environ.pop('TF_ENABLE_ONEDNN_OPTS', None); "
+                     "from tensorflow.python.util import _pywrap_util_port as port; print(port.IsMklEnabled())")
 PEER_VERSIONS = {  # what each environment reports about itself
     "zoo": "import keras, tensorflow, jax, jaxlib, numpy; print(f'keras {keras.__version__}, tensorflow "
            "{tensorflow.__version__}, jax {jax.__version__}, jaxlib {jaxlib.__version__}, numpy {numpy.__version__}')",
@@ -262,6 +266,9 @@ def peers_main(args, argv):
     for name, python in (("zoo", pythons[None]), ("tfsim", pythons["tfsim"]), ("pml", pythons["pml"])):
         done = subprocess.run([str(python), "-c", PEER_VERSIONS[name]], env=env, capture_output=True, text=True)
         versions[name] = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-300:]
+    done = subprocess.run([str(pythons["tfsim"]), "-c", TF_DEFAULT_ONEDNN], env=env, capture_output=True, text=True)
+    default_onednn = done.stdout.strip().splitlines()[-1:] == ["True"]
+    tfsim_default = "tfsim" if default_onednn else "tfsim_eigen"  # TF Similarity as it runs when nothing is set
     cells = [(m, b) for m, b in PEER_CELLS if not args.cell or f"{m}:{b}" in args.cell]
     implementations = PEER_IMPLEMENTATIONS[:1] + ([("zoo_tf_xla", *PEER_IMPLEMENTATIONS[0][1:])] if args.zoo_xla else []) \
         + PEER_IMPLEMENTATIONS[1:]
@@ -286,7 +293,7 @@ def peers_main(args, argv):
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": cpu_description(), "platform": platform.platform(),
         "python": platform.python_version(), "versions": versions,
         "environment": {key: env.get(key) for key in ("TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS", "OMP_NUM_THREADS")},
-        "variables": variables,
+        "variables": variables, "tensorflow_default_onednn": default_onednn, "tfsim_as_by_default": tfsim_default,
         "set_env": args.set_env or [], "rounds": args.rounds, "target": PEERS_TARGET,
         "order": "per round, per cell: " + ", ".join(names), "cells": [],
     }
@@ -300,9 +307,9 @@ def peers_main(args, argv):
         ratios = {f"{a}/{b}": medians[a] / medians[b] for a in names if a.startswith("zoo")
                   for b in names if not b.startswith("zoo")}
         passed = ratios["zoo_tf/tfsim"] >= PEERS_TARGET and ratios["zoo_tf/pml"] >= PEERS_TARGET
-        # each library as it runs when nothing is set: TF Similarity without oneDNN on a CPU where TensorFlow leaves it off
-        passed_defaults = (ratios["zoo_tf/tfsim_eigen"] >= PEERS_TARGET and ratios["zoo_tf/pml"] >= PEERS_TARGET
-                           if "tfsim_eigen" in names else None)
+        # each library as it runs when nothing is set: TF Similarity without oneDNN where TensorFlow leaves it off
+        passed_defaults = (ratios[f"zoo_tf/{tfsim_default}"] >= PEERS_TARGET and ratios["zoo_tf/pml"] >= PEERS_TARGET
+                           if tfsim_default in names else None)
         loads = [r["loadavg_before"][0] for n in names for r in runs[(mining, batch, n)] if r["loadavg_before"]]
         results["cells"].append({"mining": mining, "batch": batch, "median_images_per_s": medians, "ratios": ratios,
                                  "best_images_per_s": best,
