@@ -11,7 +11,7 @@ augmentation, loss and optimiser, fed the same batches, and the ratio fit / tape
 writes benchmarks/results/training.json. Other method families add an entry to ENTRIES.
 For models with a view augmentation (`model.augment`), also its share of the step time.
 
-    python benchmarks/training.py --peers [--rounds 3] [--zoo-xla] [--set-env KEY=VALUE]
+    python benchmarks/training.py --peers [--rounds 3] [--zoo-xla] [--zoo-bf16] [--set-env KEY=VALUE]
 
 The peers' workload (../shared/bench/peers, or $PEERS_SCRIPTS: conv4 on 28x28 grey, P x K batches with
 K = 4, triplet loss with margin 0.2, Adam, random data; images/s of 30 training steps after a warm-up)
@@ -30,7 +30,8 @@ is set: "pass_with_tensorflow_defaults") and zoo TF / PML against the 1.2 target
 benchmarks/results/training_peers.json (or `--out`) with every run, the 1-minute load average beside each, the CPU model and flags, the library versions and
 the command. `--set-env` sets a variable in every process (an implementation's own setting wins);
 `--zoo-xla` adds the zoo on TensorFlow with XLA on (Keras' "auto"), the choice
-`zoo.methods.base.default_jit_compile` turns off on CPUs.
+`zoo.methods.base.default_jit_compile` turns off on CPUs; `--zoo-bf16` adds it under Keras' mixed_bfloat16
+policy (what a recipe's `--precision mixed_bfloat16` trains with; 16-bit compute, so not the peers' float32).
 """
 
 import argparse
@@ -201,6 +202,9 @@ PEER_VERSIONS = {  # what each environment reports about itself
 
 XLA_ON = ("import runpy, sys; from zoo.methods import base; base.default_jit_compile = lambda: True; "
           "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")  # the script, with XLA on
+BF16_ON = ("import runpy, sys, keras; keras.config.set_dtype_policy('mixed_bfloat16'); "
+           "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")  # under mixed_bfloat16
+WRAPPERS = {"zoo_tf_xla": XLA_ON, "zoo_tf_bf16": BF16_ON}  # implementations that run the zoo's script wrapped
 
 
 def peer_environments():
@@ -234,13 +238,14 @@ def loadavg():
         return None
 
 
-def run_peer(python, script, args, env, timeout=1800, xla=False):
+def run_peer(python, script, args, env, timeout=1800, wrapper=None):
     """images/s that one peer script prints (its last figure), and the seconds its process took.
 
-    `xla`: run the zoo's script with `jit_compile=True` (Keras' "auto" on TensorFlow) instead of the zoo's default.
+    `wrapper`: code that runs the script (argv[1:]) after a change: XLA_ON (`jit_compile=True`, Keras' "auto" on
+    TensorFlow, instead of the zoo's default) or BF16_ON (Keras' mixed_bfloat16 policy).
     """
     start = time.perf_counter()
-    done = subprocess.run([str(python), *(["-c", XLA_ON] if xla else []), str(PEER_SCRIPTS / script), *args],
+    done = subprocess.run([str(python), *(["-c", wrapper] if wrapper else []), str(PEER_SCRIPTS / script), *args],
                           env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     seconds = time.perf_counter() - start
     found = re.findall(r"([0-9.]+) images/s", done.stdout)
@@ -270,7 +275,8 @@ def peers_main(args, argv):
     default_onednn = done.stdout.strip().splitlines()[-1:] == ["True"]
     tfsim_default = "tfsim" if default_onednn else "tfsim_eigen"  # TF Similarity as it runs when nothing is set
     cells = [(m, b) for m, b in PEER_CELLS if not args.cell or f"{m}:{b}" in args.cell]
-    implementations = PEER_IMPLEMENTATIONS[:1] + ([("zoo_tf_xla", *PEER_IMPLEMENTATIONS[0][1:])] if args.zoo_xla else []) \
+    wrapped = [name for name, wanted in (("zoo_tf_xla", args.zoo_xla), ("zoo_tf_bf16", args.zoo_bf16)) if wanted]
+    implementations = PEER_IMPLEMENTATIONS[:1] + [(name, *PEER_IMPLEMENTATIONS[0][1:]) for name in wrapped] \
         + PEER_IMPLEMENTATIONS[1:]
     variables = {name: own for name, _, _, own, _ in implementations}
     runs = {(m, b, name): [] for m, b in cells for name, *_ in implementations}
@@ -282,7 +288,7 @@ def peers_main(args, argv):
                 run_env = dict(env, **own)
                 load_before = loadavg()
                 images_per_s, seconds = run_peer(pythons[python], script, [names[mining], str(batch)], run_env,
-                                                 xla=name == "zoo_tf_xla")
+                                                 wrapper=WRAPPERS.get(name))
                 runs[(mining, batch, name)].append({"images_per_s": images_per_s, "process_seconds": seconds,
                                                     "loadavg_before": load_before, "loadavg_after": loadavg()})
                 print(f"round {round_ + 1} {mining} B={batch} {name}: {images_per_s:.0f} images/s "
@@ -344,6 +350,8 @@ def main(argv=None):
     parser.add_argument("--cell", action="append", help="--peers: only this MINING:B (repeatable), e.g. semi_hard:512")
     parser.add_argument("--zoo-xla", action="store_true", help="--peers: also the zoo on TensorFlow with XLA on "
                         "(jit_compile=True, Keras' \"auto\"), beside its default")
+    parser.add_argument("--zoo-bf16", action="store_true", help="--peers: also the zoo on TensorFlow under Keras' "
+                        "mixed_bfloat16 policy (a recipe's --precision mixed_bfloat16)")
     parser.add_argument("--set-env", action="append", metavar="KEY=VALUE",
                         help="--peers: an environment variable for every process (repeatable)")
     args = parser.parse_args(argv)

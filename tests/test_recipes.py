@@ -130,6 +130,42 @@ def test_smoke_trains_and_publishes_in_one_step_on_any_backend(tmp_path, monkeyp
         "entry": "protonet", "created": card.created, "sha256": card.files["embedder.keras"]}}
 
 
+@pytest.mark.slow
+@pytest.mark.multibackend
+def test_precision_mixed_bfloat16_trains_in_16_bits_and_publishes_float32(tmp_path, monkeypatch):
+    """protonet --smoke --precision mixed_bfloat16: the fit runs with bfloat16 layers, the card records the
+    precision and the command, and what is evaluated and published computes in float32 (no bfloat16 in the ONNX
+    graph, float32 layers in the .keras file)."""
+    import onnx
+
+    recipe = load_recipe("protonet", monkeypatch)
+    seen = []
+    original = zoo.recipe.to_float32
+
+    def recording(model):  # the layers' policies of the model that fit() trained
+        seen.append({layer.dtype_policy.name for layer in model._flatten_layers()})
+        original(model)
+
+    monkeypatch.setattr(zoo.recipe, "to_float32", recording)
+    try:
+        card = recipe.main(["--smoke", "--precision", "mixed_bfloat16", "--root", str(tmp_path / "exports"),
+                            "--workdir", str(tmp_path / "work")])
+    finally:
+        keras.config.set_dtype_policy("float32")  # whatever happened, later tests build in float32
+    assert seen and "mixed_bfloat16" in seen[0]
+    assert card.training["precision"] == "mixed_bfloat16" and "--precision mixed_bfloat16" in card.recipe
+    assert json.loads((tmp_path / "work" / "trained.json").read_text())["precision"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
+    folder = tmp_path / "exports" / "protonet"
+    published = keras.saving.load_model(folder / "embedder.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in published._flatten_layers()} == {"float32"}
+    graph = onnx.load(str(folder / "embedder.onnx")).graph
+    types = [t.type.tensor_type.elem_type for t in [*graph.input, *graph.output, *graph.value_info]]
+    types += [t.data_type for t in graph.initializer]
+    types += [a.i for n in graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+    assert onnx.TensorProto.BFLOAT16 not in types and onnx.TensorProto.FLOAT16 not in types
+
+
 def test_trained_refuses_another_config_tampered_or_missing_weights(tmp_path, monkeypatch):
     recipe = load_recipe("siamese_contrastive", monkeypatch)
     trained = tmp_path / "trained"

@@ -1,5 +1,6 @@
 """The zoo's fast training paths compute what Keras computes: fused batch norm, tiled max pooling, array batches;
-and `import zoo` turns on TensorFlow's oneDNN kernels where TensorFlow has not loaded yet.
+and `import zoo` turns on TensorFlow's oneDNN kernels where TensorFlow has not loaded yet; a mixed-precision fit
+turns back into the float32 model (`--precision`).
 
 References: Keras' own layers (BatchNormalization, MaxPooling2D) and its own array batching, run side by side.
 """
@@ -156,3 +157,34 @@ def test_tensorflow_runs_onednn_after_import_zoo():
     environ = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     done = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)
     assert done.stdout.split()[-1] == "True"
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_fit_turns_back_into_the_float32_model(policy, make_images):
+    """`--precision` (zoo.recipe): fit() under a mixed policy computes in 16 bits with float32 weights (mixed_float16
+    with Keras' loss scaling); `to_float32` then makes the same model compute what a float32 build computes."""
+    from zoo.recipe import to_float32
+
+    images = make_images(32, size=28)
+    labels = np.repeat(np.arange(8), 4)
+    try:
+        keras.config.set_dtype_policy(policy)
+        model = Triplet(conv4((28, 28, 1), filters=4), mining="batch_hard")
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        conv = model.encoder.layers[2]
+        assert conv.compute_dtype == policy.split("_")[1] and conv.kernel.dtype == "float32"
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
+        before = [ops.convert_to_numpy(w) for w in model.encoder.trainable_weights]
+        history = model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+        to_float32(model)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(b, ops.convert_to_numpy(w)) for b, w in zip(before, model.encoder.trainable_weights))
+    assert {layer.dtype_policy.name for layer in model._flatten_layers()} == {"float32"}
+    reference = conv4((28, 28, 1), filters=4)  # built in float32
+    reference.set_weights(model.encoder.get_weights())
+    features = model.encoder.predict(images, verbose=0)
+    assert features.dtype == np.float32
+    np.testing.assert_allclose(features, reference.predict(images, verbose=0), rtol=1e-6, atol=1e-6)
+    assert model.embedder.predict(images, verbose=0).dtype == np.float32

@@ -26,9 +26,11 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
     Returns:
         (config, args): the dataclass instance and the namespace with `smoke`, `root`, `workdir`, `fresh`,
         `train_only`, `trained`, `data`, `init`, `test_fraction`, `parent` (`parent_entry(init)` or None),
-        `devices` and `distribution` (`zoo.distributed.start(devices)`'s record, or None on one device).
+        `devices`, `distribution` (`zoo.distributed.start(devices)`'s record, or None on one device) and
+        `precision`.
         With `--init`, the parent's training config gives the defaults (then `--smoke`, then the flags).
-        With `--devices N` (N > 1) the data-parallel engine is set up here, before the recipe builds its model.
+        With `--devices N` (N > 1) the data-parallel engine is set up here, before the recipe builds its model;
+        so is `--precision`'s Keras dtype policy (`train` turns the model back to float32 after fit()).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--smoke", action="store_true",
@@ -55,6 +57,11 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
                         help="data-parallel training on N devices of this machine (JAX: keras.distribution."
                              "DataParallel; TensorFlow: tf.distribute.MirroredStrategy); the batch size stays the "
                              "global batch, B/N rows per device, and in-batch losses see all B (default 1)")
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
+                        help="Keras dtype policy of the training step: mixed_bfloat16 (CPUs with AVX512_BF16 or "
+                             "AMX, TPUs, recent GPUs) or mixed_float16 (GPUs, with loss scaling) compute in 16 "
+                             "bits and keep float32 weights; evaluation and export run in float32 (default "
+                             "float32)")
     for field in dataclasses.fields(config_cls):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
                             type=_parser_type(field.default), help=f"default {field.default!r}")
@@ -84,7 +91,30 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
         args.distribution = None if args.trained else distributed.start(args.devices)
     except ValueError as e:
         parser.error(str(e))
+    if not args.trained:  # a --trained run computes nothing to train: float32 from the start
+        import keras
+
+        keras.config.set_dtype_policy(args.precision)  # the layers the recipe builds next take it
     return config, args
+
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def to_float32(model) -> None:
+    """Set every layer of `model` (and the global Keras policy) to compute in float32, in place.
+
+    Under a mixed policy the weights are float32 already, only the computation is 16-bit: after this the same
+    model evaluates and exports as one built in float32 (an onnxruntime CPU graph has no bfloat16 kernels).
+    """
+    import keras
+
+    keras.config.set_dtype_policy("float32")
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if layer.dtype_policy.name != "float32":
+            layer.dtype_policy = "float32"
+        if isinstance(layer, keras.Model):  # functions traced under the old policy are traced again
+            layer.train_function = layer.test_function = layer.predict_function = None
 
 
 def _parser_type(default):
@@ -176,10 +206,11 @@ class TrainingRun:
     published: dict | None = None  # the card of the entry whose weights were restored (--trained exports/NAME)
     devices: int = 1  # data-parallel devices of the fit (--devices)
     distribution: dict | None = None  # zoo.distributed.start's record: engine and device names (devices > 1)
+    precision: str = "float32"  # Keras dtype policy of the fit (--precision)
 
     def record(self, config, **extra) -> dict:
         """The card's `training` field: config, backend, machine, devices (and the data-parallel engine where
-        more than one), minutes, images/s, epochs, final loss and `extra`; for weights restored from a published
+        more than one), precision, minutes, images/s, epochs, final loss and `extra`; for weights restored from a published
         entry, that entry's record as it was (it describes the run that trained them) and where it was
         republished from."""
         if self.published is not None:
@@ -188,7 +219,7 @@ class TrainingRun:
                 "sha256": self.published["files"][next(iter(self.published["towers"].values()))["keras"]]}}
         record = {"config": dataclasses.asdict(config), "backend": self.backend, "machine": self.machine,
                   "devices": self.devices, **({"distribution": self.distribution} if self.distribution else {}),
-                  "minutes": round(self.seconds / 60, 2),
+                  "precision": self.precision, "minutes": round(self.seconds / 60, 2),
                   "images_per_s": round(self.images / max(self.seconds, 1e-9), 1),
                   "epochs": self.epochs}
         if self.final_loss is not None:
@@ -211,6 +242,8 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
     - `--devices N` (set up by `parse_config`): the same fit, data-parallel over N devices (`zoo.distributed`:
       the batch is the global batch, split evenly; in-batch losses see all of it); one device again after it.
       The record keeps `devices` (and the engine and device names).
+    - `--precision P` (the dtype policy `parse_config` set): the fit computes in 16 bits with float32 weights;
+      after it every layer is float32 again (`to_float32`), and the record keeps `precision`.
     - `--trained DIR`: no training; the weights of that run are checked against its record (sha256, config)
       and loaded, and the record is reported. This splits a run across machines: train on any backend
       (a GPU box with JAX and no TensorFlow), publish elsewhere. DIR may also be a published entry's
@@ -258,7 +291,7 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
         return TrainingRun(record["seconds"], record["epochs"],
                            record.get("images", record["epochs"] * int(images_per_epoch)), record["backend"],
                            record["machine"], record.get("final_loss"), command, devices=record.get("devices", 1),
-                           distribution=record.get("distribution"))
+                           distribution=record.get("distribution"), precision=record.get("precision", "float32"))
 
     if getattr(args, "parent", None):
         parent = args.parent
@@ -276,18 +309,22 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
     # With N devices: even batches checked, batch norm synchronised (TF); one device again afterwards.
     with distributed.fitting(model, data, fit_kwargs.get("batch_size")), Stopwatch() as clock:
         history = model.fit(data, epochs=config.epochs, callbacks=callbacks, **fit_kwargs)
+    precision = getattr(args, "precision", "float32")
+    for trained in (model, *(towers or {}).values()):  # --precision: 16 bits for the fit only; evaluated and
+        to_float32(trained)                             # published in float32 (a tower may hold its own layers)
     losses = history.history.get("loss") or [None]
     run = TrainingRun(clock.seconds, len(history.epoch), len(history.epoch) * int(images_per_epoch),
                       keras.backend.backend(), machine_description(),
                       None if losses[-1] is None else float(losses[-1]), command,
-                      devices=distribution["devices"] if distribution else 1, distribution=distribution)
+                      devices=distribution["devices"] if distribution else 1, distribution=distribution,
+                      precision=precision)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     partial = workdir / ("partial-" + TRAINED_WEIGHTS)
     model.save_weights(str(partial))
     record = {"config": dataclasses.asdict(config), "seconds": run.seconds, "epochs": run.epochs,
               "images": run.images, "backend": run.backend, "machine": run.machine, "final_loss": run.final_loss,
-              "devices": run.devices, "distribution": run.distribution,
+              "devices": run.devices, "distribution": run.distribution, "precision": run.precision,
               "sha256": hashlib.sha256(partial.read_bytes()).hexdigest()}
     os.replace(partial, workdir / TRAINED_WEIGHTS)
     (workdir / ("partial-" + TRAINED_RECORD)).write_text(json.dumps(record, indent=2))

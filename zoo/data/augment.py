@@ -354,6 +354,16 @@ class RandomBackground(keras.layers.Layer):
         return {**super().get_config(), "low": self.low, "seed": self.seed}
 
 
+def _sequential(layers, name):
+    """`keras.Sequential(layers, name=name)` computing in float32 whatever the global dtype policy: under
+    mixed precision (a recipe's `--precision`) the views are still made from float32 pixels, and the
+    encoder's first layer casts them to its compute dtype."""
+    pipeline = keras.Sequential(layers, name=name)
+    for layer in pipeline._flatten_layers(include_self=True, recursive=True):
+        layer.dtype_policy = "float32"
+    return pipeline
+
+
 def _seeds(seed):
     """A distinct seed per layer (or None for each), so layers draw independently."""
     count = 0
@@ -413,7 +423,7 @@ def simclr_rgb(image_size, strength=1.0, blur=0.5, solarize=0.0, seed=None):
     if solarize > 0:
         solar = keras.layers.Solarization(threshold_factor=(0.5, 0.5), value_range=(0, 255), seed=next(seeds))
         layers.append(RandomApply(solar, solarize, seed=next(seeds)))
-    return keras.Sequential(layers, name="simclr_rgb")
+    return _sequential(layers, name="simclr_rgb")
 
 
 def characters(image_size, seed=None):
@@ -432,7 +442,7 @@ def characters(image_size, seed=None):
     height, width = _side(image_size)
     s = min(height, width) / 28
     seeds = _seeds(seed)
-    return keras.Sequential(
+    return _sequential(
         [
             RandomAffine(rotation=10, shear=0.15, zoom=0.1, translation=0.1, seed=next(seeds)),
             RandomElasticDistortion(34.0 * s * s, 4.0 * s, seed=next(seeds)),
@@ -456,8 +466,8 @@ def square_crops(image_size, scale=(0.5, 1.0), seed=None):
       "A random square crop from resized images is the only data augmentation used".
     """
     height, width = _side(image_size)
-    return keras.Sequential([RandomResizedCrop(height, width, scale=scale, ratio=(1.0, 1.0), seed=seed)],
-                            name="square_crops")
+    return _sequential([RandomResizedCrop(height, width, scale=scale, ratio=(1.0, 1.0), seed=seed)],
+                       name="square_crops")
 
 
 def icon_styles(image_size, seed=None):
@@ -478,7 +488,7 @@ def icon_styles(image_size, seed=None):
     kernel = max(3, int(0.1 * min(height, width)) // 2 * 2 + 1)
     jitter = keras.layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.3, contrast_factor=0.3,
                                             saturation_factor=(0.3, 0.7), hue_factor=0.2, seed=next(seeds))
-    return keras.Sequential(
+    return _sequential(
         [
             RandomResizedCrop(height, width, scale=(0.6, 1.0), ratio=(1.0, 1.0), seed=next(seeds)),
             RandomAffine(rotation=10, shear=0.1, zoom=0.1, translation=0.05, seed=next(seeds)),
@@ -506,7 +516,7 @@ def faces(image_size, seed=None):
     """
     height, width = _side(image_size)
     seeds = _seeds(seed)
-    return keras.Sequential(
+    return _sequential(
         [
             keras.layers.RandomFlip("horizontal", seed=next(seeds)),
             RandomResizedCrop(height, width, scale=(0.7, 1.0), ratio=(0.9, 1.1), seed=next(seeds)),
