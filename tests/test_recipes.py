@@ -164,6 +164,13 @@ def test_precision_mixed_bfloat16_trains_in_16_bits_and_publishes_float32(tmp_pa
     types += [t.data_type for t in graph.initializer]
     types += [a.i for n in graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
     assert onnx.TensorProto.BFLOAT16 not in types and onnx.TensorProto.FLOAT16 not in types
+    # --trained names the precision the weights were trained with, so that the card's command reproduces them
+    for trained in (tmp_path / "work", folder):
+        with pytest.raises(ValueError, match="trained with --precision mixed_bfloat16, not this run's float32"):
+            recipe.main(["--smoke", "--trained", str(trained), "--root", str(tmp_path / "again")])
+    again = recipe.main(["--smoke", "--precision", "mixed_bfloat16", "--trained", str(tmp_path / "work"),
+                         "--root", str(tmp_path / "again"), "--workdir", str(tmp_path / "work2")])
+    assert again.training["precision"] == "mixed_bfloat16" and again.metrics == card.metrics
 
 
 def test_trained_refuses_another_config_tampered_or_missing_weights(tmp_path, monkeypatch):

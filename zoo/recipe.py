@@ -271,7 +271,7 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
 
     command = recipe_command(config.name, argv)
     if args.trained and (Path(args.trained) / "card.json").is_file():
-        return _restore_entry(Path(args.trained), model, config, towers, command)
+        return _restore_entry(Path(args.trained), model, config, towers, command, args)
     if args.trained:
         folder = Path(args.trained)
         weights, record_path = folder / TRAINED_WEIGHTS, folder / TRAINED_RECORD
@@ -285,6 +285,7 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
         if not same_config(record["config"], config):
             raise ValueError(f"--trained {folder} was trained with config {record['config']}, "
                              f"not this run's {dataclasses.asdict(config)}: pass the same options")
+        _check_precision(record.get("precision", "float32"), args, folder)
         model.load_weights(str(weights))
         print(f"[{config.name}] restored the weights trained in {record['seconds'] / 60:.2f} min on "
               f"{record['machine']} ({record['backend']}) from {folder}")
@@ -347,7 +348,15 @@ def same_config(recorded, config) -> bool:
     return all(current[k] == v for k, v in added.items()) and all(current[k] == v for k, v in recorded.items())
 
 
-def _restore_entry(folder, model, config, towers, command) -> TrainingRun:
+def _check_precision(trained_with, args, folder) -> None:
+    """A --trained run names the --precision its weights were trained with, so that the card's command reproduces
+    them (the default float32 where the run or the entry predates the flag)."""
+    if trained_with != getattr(args, "precision", "float32"):
+        raise ValueError(f"--trained {folder} was trained with --precision {trained_with}, not this run's "
+                         f"{getattr(args, 'precision', 'float32')}: pass the same options")
+
+
+def _restore_entry(folder, model, config, towers, command, args) -> TrainingRun:
     """Load a published entry's tower weights into the recipe's towers (see `train`); `command` (this run's,
     without --trained) is the card's recipe: its config equals the entry's, so it reproduces the entry."""
     from zoo.registry import Card, verify_files
@@ -359,6 +368,7 @@ def _restore_entry(folder, model, config, towers, command) -> TrainingRun:
         raise ValueError(f"--trained {folder}: the entry was trained with config {trained_with}, "
                          f"not this run's {dataclasses.asdict(config)}: pass the options of its card's recipe "
                          f"({card.recipe})")
+    _check_precision(card.training.get("precision", "float32"), args, folder)
     load_towers(folder, card, towers or {"embedder": model.embedder}, "--trained")
     print(f"[{config.name}] restored the weights of the published entry {card.name} ({card.created}) from {folder}")
     training = card.training
