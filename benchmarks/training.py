@@ -28,8 +28,8 @@ TF Similarity's TensorFlow which it picks on this CPU, `tensorflow_default_onedn
 the ratios zoo TF / TF Similarity (both on oneDNN: "pass"; TF Similarity as TensorFlow runs it when nothing
 is set: "pass_with_tensorflow_defaults") and zoo TF / PML against the 1.2 target of issue 16, and writes
 benchmarks/results/training_peers.json (or `--out`) with every run, the 1-minute load average beside each,
-the CPU model and flags, the library versions and the command. `--set-env` sets a variable in every process (an implementation's own setting wins);
-`--zoo-xla` adds the zoo on TensorFlow with XLA on (Keras' "auto"), the choice
+the CPU model and flags, the library versions and the command. `--set-env` sets a variable in every process
+(an implementation's own setting wins); `--zoo-xla` adds the zoo on TensorFlow with XLA on (Keras' "auto"), the choice
 `zoo.methods.base.default_jit_compile` turns off on CPUs; `--zoo-bf16` adds it under Keras' mixed_bfloat16
 policy (what a recipe's `--precision mixed_bfloat16` trains with; 16-bit compute, so not the peers' float32).
 """

@@ -106,13 +106,16 @@ def to_float32(model) -> None:
 
     Under a mixed policy the weights are float32 already, only the computation is 16-bit: after this the same
     model evaluates and exports as one built in float32 (an onnxruntime CPU graph has no bfloat16 kernels).
+    A model that is float32 throughout is left as it is (its traced functions stay).
     """
     import keras
 
     keras.config.set_dtype_policy("float32")
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if layer.dtype_policy.name != "float32":
-            layer.dtype_policy = "float32"
+    layers = list(model._flatten_layers(include_self=True, recursive=True))
+    if all(layer.dtype_policy.name == "float32" for layer in layers):
+        return
+    for layer in layers:
+        layer.dtype_policy = "float32"
         if isinstance(layer, keras.Model):  # functions traced under the old policy are traced again
             layer.train_function = layer.test_function = layer.predict_function = None
 
@@ -210,9 +213,9 @@ class TrainingRun:
 
     def record(self, config, **extra) -> dict:
         """The card's `training` field: config, backend, machine, devices (and the data-parallel engine where
-        more than one), precision, minutes, images/s, epochs, final loss and `extra`; for weights restored from a published
-        entry, that entry's record as it was (it describes the run that trained them) and where it was
-        republished from."""
+        more than one), precision, minutes, images/s, epochs, final loss and `extra`; for weights restored from a
+        published entry, that entry's record as it was (it describes the run that trained them) and where it
+        was republished from."""
         if self.published is not None:
             return {**self.published["training"], "republished_from": {
                 "entry": self.published["name"], "created": self.published["created"],
@@ -351,9 +354,10 @@ def same_config(recorded, config) -> bool:
 def _check_precision(trained_with, args, folder) -> None:
     """A --trained run names the --precision its weights were trained with, so that the card's command reproduces
     them (the default float32 where the run or the entry predates the flag)."""
-    if trained_with != getattr(args, "precision", "float32"):
+    wanted = getattr(args, "precision", "float32")  # a namespace made before the flag has none: float32
+    if trained_with != wanted:
         raise ValueError(f"--trained {folder} was trained with --precision {trained_with}, not this run's "
-                         f"{getattr(args, 'precision', 'float32')}: pass the same options")
+                         f"{wanted}: pass the same options")
 
 
 def _restore_entry(folder, model, config, towers, command, args) -> TrainingRun:
