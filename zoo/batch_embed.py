@@ -33,7 +33,6 @@ import pyarrow.parquet as pq
 
 from zoo import registry
 from zoo.runtime import OnnxEmbedder, _sha256, _session, _tower_file, contract
-from zoo.runtime.files import read_image
 
 
 def _import_beam():
@@ -123,9 +122,8 @@ class PrepareImage(beam.DoFn):
         path = readable_file.metadata.path
         data = readable_file.read()  # an I/O error here is raised, for the runner to retry the bundle
         try:
-            image = read_image(path, data=data)  # uint8 (h, w, c), any size
-            x = contract.prepare(image, self.preprocessing, self.input_shape, face_index=self.face_index,
-                                 align=self.align, name=path)  # float32 (H, W, C)
+            x = contract.prepare_file(path, self.preprocessing, self.input_shape, data=data,
+                                      face_index=self.face_index, align=self.align)  # float32 (H, W, C)
         except ValueError as err:  # not an image, truncated, corrupt, no face (NoFaceError): the file's own fault
             yield beam.pvalue.TaggedOutput(self.ERRORS, {"path": path, "error": str(err)})
             return

@@ -301,7 +301,8 @@ def cmd_serve(args):
 
     if args.galleries and not Path(args.galleries).is_dir():
         raise FileNotFoundError(f"--galleries {args.galleries}: no such folder")
-    serve(host=args.host, port=args.port, root=args.root, galleries=args.galleries)
+    serve(host=args.host, port=args.port, root=args.root, galleries=args.galleries, max_pixels=args.max_pixels,
+          allowed_hosts=args.allow_host or ())
 
 
 def cmd_report(args):
@@ -405,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--root", default=None, help="zoo root (default: exports/ or $ZOO_EXPORTS)")
     p.add_argument("--galleries", default=None, help="folder whose subfolders the page may search as galleries")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="decode budget of one uploaded image, width x height (default 25000000)")
+    p.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="a host name requests may name besides loopback and --host (repeatable)")
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("report", help="evaluate every entry on its held-out protocol; write report/index.html")
     p.add_argument("--out", default="report", help="output folder")

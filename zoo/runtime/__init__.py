@@ -32,7 +32,7 @@ from .files import read_image, image_files
 
 __all__ = ["OnnxEmbedder", "OnnxCLIP", "Tokenizer", "few_shot_classify", "read_card", "cpu_features",
            "int8_cpu_class", "read_image", "image_files", "NoFaceError", "nearest_neighbours",
-           "prototype_distances", "softmax"]
+           "prototype_distances", "few_shot_scores", "softmax"]
 
 _CARD_METADATA_KEY = "zoo_card"
 # Entries of the (rows, N) distance block per chunk in `search`: bounds memory for large galleries.
@@ -313,8 +313,9 @@ class OnnxEmbedder:
         paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
         if not paths:
             raise ValueError("expected at least one image file, got none")
-        decoded = [read_image(p) for p in paths]
-        return self._run(self.prepare(decoded, face_index=face_index, align=align, names=[str(p) for p in paths]))
+        # One file decoded at a time: memory is one photo plus the (B, H, W, C) inputs, whatever B is.
+        return self._run(np.stack([contract.prepare_file(p, self.preprocessing, self.input_shape,
+                                                         face_index=face_index, align=align) for p in paths]))
 
     def _run(self, x) -> np.ndarray:
         out = [
@@ -410,6 +411,22 @@ def few_shot_classify(embedder, support_images, support_labels, query_images) ->
     support = embedder.embed(support_images)  # (S, D)
     classes, d2 = prototype_distances(support, support_labels, embedder.embed(query_images))
     return classes[np.argmin(d2, axis=1)]
+
+
+def few_shot_scores(support, support_labels, queries):
+    """Nearest-prototype classification of query embeddings, with what a page shows beside the answer.
+
+    Returns (classes (C,), probabilities (Q, C): softmax over minus squared distances to the prototypes, a
+    prototypical network's class probabilities, distances (Q, S) from each query to each support example).
+
+    Args:
+        support: (S, D) float. support embeddings.
+        support_labels: sequence of S labels.
+        queries: (Q, D) float. query embeddings.
+    """
+    classes, d2 = prototype_distances(support, support_labels, queries)  # (C,), (Q, C)
+    q, s = np.asarray(queries, np.float32), np.asarray(support, np.float32)
+    return classes, softmax(-d2), np.linalg.norm(q[:, None] - s[None], axis=-1)
 
 
 def softmax(logits) -> np.ndarray:

@@ -27,8 +27,9 @@ import threading
 import numpy as np
 
 from . import images as ops
+from .files import read_image
 
-__all__ = ["prepare", "NoFaceError", "face_detector"]
+__all__ = ["prepare", "prepare_file", "decode_side", "NoFaceError", "face_detector"]
 
 _DETECTORS: dict = {}
 _DETECTORS_LOCK = threading.Lock()
@@ -141,6 +142,34 @@ def prepare(image, contract: dict, input_shape, *, face_index: int = 0, align: b
         x = ops.pad_to_square(x, paper) if fit == "pad" else ops.center_crop_square(x)
     resize = contract.get("resize") or {"method": "box", "size": [h, w]}
     return ops.resize(x, (h, w), resize.get("method", "box")).astype(np.float32)
+
+
+def decode_side(contract: dict, input_shape, align: bool = True) -> int:
+    """The shorter side a decoded file must keep for this contract: a JPEG larger than twice this may be decoded
+    already shrunk (`read_image(min_side=...)`). Face detection searches up to DETECT_MAX_SIDE pixels; any other
+    input keeps 8x the model's side, so the contract's area resize still averages many source pixels."""
+    from .faces import DETECT_MAX_SIDE
+
+    side = 8 * max(int(n) for n in input_shape[:2])
+    return max(side, DETECT_MAX_SIDE) if contract.get("face") and align else side
+
+
+def prepare_file(path, contract: dict, input_shape, *, data: bytes | None = None, face_index: int = 0,
+                 align: bool = True, max_pixels: int | None = None) -> np.ndarray:
+    """One image file -> the model input (H, W, C) float32: decoded within the pixel budget (see `read_image`),
+    then `prepare`. Only this file's pixels are held, so a batch of files costs one decoded image at a time.
+
+    Args:
+        path: str | Path. the file (with `data`, only its name in errors).
+        contract: dict. the card's `preprocessing`.
+        input_shape: (H, W, C) of the model.
+        data: bytes | None. the file's bytes, already read.
+        face_index: int. face entries: which detected face, by area (0 = largest).
+        align: bool. face entries: detect and align (True) or cut the fixed `crop` box (False).
+        max_pixels: int | None. the decode budget (default `zoo.runtime.files.MAX_PIXELS`).
+    """
+    image = read_image(path, data, max_pixels=max_pixels, min_side=decode_side(contract, input_shape, align))
+    return prepare(image, contract, input_shape, face_index=face_index, align=align, name=str(path))
 
 
 def _fix_ink(x, contract):

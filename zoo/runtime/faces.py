@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-__all__ = ["FaceDetector", "MTCNN_SHA256"]
+from . import images as ops
+
+__all__ = ["FaceDetector", "MTCNN_SHA256", "DETECT_MAX_SIDE"]
 
 # sha256 of the graphs written by mtcnn/build_onnx.py (also listed in mtcnn/PROVENANCE.md).
 MTCNN_SHA256 = {
@@ -39,6 +41,8 @@ MTCNN_SHA256 = {
 }
 
 _DEFAULT_FOLDER = Path(__file__).resolve().parent / "mtcnn"
+# Photos are searched at most this many pixels a side (see FaceDetector's max_side).
+DETECT_MAX_SIDE = 1024
 _PNET_WINDOW = 12          # PNet sees 12x12 windows ...
 _PNET_STRIDE = 2           # ... every 2 pixels of a pyramid level (one 2x2 pooling)
 _RNET_SIDE, _ONET_SIDE = 24, 48
@@ -56,13 +60,16 @@ class FaceDetector:
     min_face_size: the smallest face side, in pixels, the pyramid looks for;
     thresholds: face probability each stage (PNet, RNet, ONet) needs to keep a box;
     scale_factor: ratio between successive pyramid levels;
-    providers: onnxruntime execution providers (default: CPU).
+    providers: onnxruntime execution providers (default: CPU);
+    max_side: a photo whose longer side is past this is searched on a copy shrunk by area to this side, and
+        the boxes and landmarks are mapped back (a face then needs min_face_size pixels in the copy); it bounds
+        the memory and time a large photo costs.
 
     `detect` keeps no state on the instance, so one detector may serve several threads.
     """
 
     def __init__(self, folder=None, *, min_face_size=20, thresholds=(0.6, 0.7, 0.7), scale_factor=0.709,
-                 providers=None):
+                 providers=None, max_side=DETECT_MAX_SIDE):
         if min_face_size <= 0:
             raise ValueError(f"min_face_size must be positive, got {min_face_size}")
         if not 0.0 < scale_factor < 1.0:
@@ -72,12 +79,16 @@ class FaceDetector:
         self.min_face_size = float(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.scale_factor = float(scale_factor)
+        self.max_side = int(max_side)
         folder = Path(folder) if folder is not None else _DEFAULT_FOLDER
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         # detect() alternates short network runs with numpy work; idle onnxruntime workers that
         # busy-wait for the next run would steal the cores that work needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # PNet's input changes size with every pyramid level of every photo: an arena would keep the largest
+        # buffer it ever needed for the life of the process.
+        options.enable_cpu_mem_arena = False
         sessions = {}
         for name, digest in MTCNN_SHA256.items():
             data = (folder / name).read_bytes()
@@ -95,8 +106,15 @@ class FaceDetector:
         box is in pixels, clipped to the image, and the landmarks are (x, y) of the left eye, right
         eye, nose, left and right mouth corner, left/right as seen in the image (left = smaller x).
         """
-        img = _as_rgb(image)
+        img = np.asarray(image)
+        full_height, full_width = img.shape[:2]
+        if max(full_height, full_width) > self.max_side:
+            scale = self.max_side / max(full_height, full_width)
+            size = (max(1, round(full_height * scale)), max(1, round(full_width * scale)))
+            img = ops.resize(ops.to_uint8(img if img.ndim == 3 else img[..., None]), size, "box")
+        img = _as_rgb(img)
         height, width = img.shape[:2]
+        back = np.array([full_width / width, full_height / height])  # (x, y) copy -> photo pixels
 
         boxes = self._propose(img)                                   # stage 1: PNet on the pyramid
         if len(boxes):
@@ -107,10 +125,10 @@ class FaceDetector:
 
         faces = []
         for box, score, pts in zip(boxes, scores, marks):
-            x1, x2 = np.clip(box[[0, 2]], 0.0, width)
-            y1, y2 = np.clip(box[[1, 3]], 0.0, height)
+            x1, x2 = np.clip(box[[0, 2]], 0.0, width) * back[0]
+            y1, y2 = np.clip(box[[1, 3]], 0.0, height) * back[1]
             faces.append({"box": (float(x1), float(y1), float(x2), float(y2)), "score": float(score),
-                          "landmarks": pts.astype(np.float32)})
+                          "landmarks": (pts * back).astype(np.float32)})
         faces.sort(key=lambda f: -(f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))
         return faces
 

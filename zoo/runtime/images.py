@@ -54,12 +54,35 @@ def resample_matrix(in_size: int, out_size: int, method: str = "box") -> np.ndar
     return matrix
 
 
+# Work in blocks of about this many float64 values (8 MB), so a pass over a large photo never holds a float
+# copy of the whole of it.
+_BLOCK_VALUES = 1 << 20
+
+
+def _blocks(length: int, values_per_item: int):
+    """Slices of range(length) that hold about _BLOCK_VALUES values each (at least one item)."""
+    step = max(1, _BLOCK_VALUES // max(1, values_per_item))
+    return (slice(i, min(i + step, length)) for i in range(0, length, step))
+
+
 def _apply(matrix: np.ndarray, x: np.ndarray, axis: int) -> np.ndarray:
-    """One resampling pass along `axis` with Pillow's rounding: (sum w*x + 2^21) >> 22, clipped to uint8."""
-    moved = np.moveaxis(x.astype(np.float64), axis, 0)  # (in, ...)
-    acc = np.tensordot(matrix, moved, axes=(1, 0)) + (1 << (_PRECISION_BITS - 1))  # exact in float64
-    out = np.clip(np.floor(acc / (1 << _PRECISION_BITS)), 0, 255).astype(np.uint8)
-    return np.moveaxis(out, 0, axis)
+    """One resampling pass along `axis` (0 or 1) with Pillow's rounding: (sum w*x + 2^21) >> 22, clipped to
+    uint8; computed in blocks along the other spatial axis, exact in float64 (integers below 2^53)."""
+    other = 1 - axis
+    shape = list(x.shape)
+    shape[axis] = matrix.shape[0]
+    out = np.empty(shape, np.uint8)
+    per_item = (x.shape[axis] + matrix.shape[0]) * int(np.prod(x.shape[2:]))
+    for block in _blocks(x.shape[other], per_item):
+        part = x[block] if other == 0 else x[:, block]
+        moved = np.moveaxis(part.astype(np.float64), axis, 0)  # (in, ...)
+        acc = np.tensordot(matrix, moved, axes=(1, 0)) + (1 << (_PRECISION_BITS - 1))
+        result = np.moveaxis(np.clip(np.floor(acc / (1 << _PRECISION_BITS)), 0, 255).astype(np.uint8), 0, axis)
+        if other == 0:
+            out[block] = result
+        else:
+            out[:, block] = result
+    return out
 
 
 def resize(image: np.ndarray, size, method: str = "box") -> np.ndarray:
@@ -96,20 +119,27 @@ def flatten_alpha(image: np.ndarray, background) -> np.ndarray:
         image: uint8 (H, W, 2 | 4): grey+alpha or RGB+alpha.
         background: sequence of 3 ints. the background colour (grey images use its luma).
     """
-    x = to_uint8(image).astype(np.int32)
-    colour, alpha = x[..., :-1], x[..., -1:]
-    bg = np.asarray(background, np.int32).reshape(-1)
-    if colour.shape[-1] == 1:
-        bg = luma(bg.reshape(1, 1, 3).astype(np.uint8)).astype(np.int32).reshape(1)
-    out = (colour * alpha + bg * (255 - alpha) + 127) // 255
-    return out.astype(np.uint8)
+    x = to_uint8(image)
+    bg = np.asarray(background, np.uint16).reshape(-1)
+    if x.shape[-1] == 2:
+        bg = luma(bg.reshape(1, 1, 3).astype(np.uint8)).astype(np.uint16).reshape(1)
+    out = np.empty(x.shape[:-1] + (x.shape[-1] - 1,), np.uint8)
+    for rows in _blocks(x.shape[0], x.shape[1] * x.shape[2]):
+        # c * a + bg * (255 - a) + 127 <= 255 * 255 + 127 fits 16 bits.
+        part = x[rows].astype(np.uint16)
+        colour, alpha = part[..., :-1], part[..., -1:]
+        out[rows] = (colour * alpha + bg * (255 - alpha) + 127) // 255
+    return out
 
 
 def luma(image: np.ndarray) -> np.ndarray:
     """RGB -> grey as Pillow's `convert("L")`: (19595 R + 38470 G + 7471 B + 2^15) >> 16 (ITU-R 601-2)."""
-    x = to_uint8(image).astype(np.int64)
-    grey = (x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000) >> 16
-    return grey[..., None].astype(np.uint8)
+    x = to_uint8(image)
+    out = np.empty(x.shape[:-1] + (1,), np.uint8)
+    for rows in _blocks(x.shape[0], x.shape[1] * 3):
+        part = x[rows].astype(np.int32)  # the sum is below 2^24
+        out[rows, ..., 0] = (part[..., 0] * 19595 + part[..., 1] * 38470 + part[..., 2] * 7471 + 0x8000) >> 16
+    return out
 
 
 def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -126,9 +156,9 @@ def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 def ink_is_light(image: np.ndarray) -> bool:
     """Whether a drawing is light ink on dark paper: the median of its one-pixel border is below mid-grey."""
-    grey = image.astype(np.float64).mean(axis=-1)  # (H, W)
-    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
-    return bool(np.median(border) < 127.5)
+    x = np.asarray(image)
+    border = np.concatenate([x[0], x[-1], x[1:-1, 0], x[1:-1, -1]])  # (P, C): the border alone
+    return bool(np.median(border.astype(np.float64).mean(axis=-1)) < 127.5)
 
 
 def pad_to_square(image: np.ndarray, value) -> np.ndarray:
@@ -193,12 +223,12 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size, fill=0) -> np.ndarr
     sx, sy = inverse @ points - 0.5  # input coordinates of each output pixel
     x0, y0 = np.floor(sx).astype(np.int64), np.floor(sy).astype(np.int64)
     fx, fy = (sx - x0)[:, None], (sy - y0)[:, None]
-    src = image.astype(np.float64)
     height, width = image.shape[:2]
 
-    def pick(yy, xx):
+    def pick(yy, xx):  # (h*w, C) float64: only the sampled pixels are converted, never the whole image
         inside = ((yy >= 0) & (yy < height) & (xx >= 0) & (xx < width))[:, None]
-        return np.where(inside, src[np.clip(yy, 0, height - 1), np.clip(xx, 0, width - 1)], float(fill))
+        return np.where(inside, image[np.clip(yy, 0, height - 1), np.clip(xx, 0, width - 1)].astype(np.float64),
+                        float(fill))
 
     top = pick(y0, x0) * (1 - fx) + pick(y0, x0 + 1) * fx
     bottom = pick(y0 + 1, x0) * (1 - fx) + pick(y0 + 1, x0 + 1) * fx
