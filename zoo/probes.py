@@ -120,7 +120,7 @@ class ServerProcess:
         args: list of str. arguments after `zoo serve --port P` (e.g. ["--galleries", DIR]).
         cwd: str | None. the checkout to run (its `zoo` is imported: PYTHONPATH is set to it).
         env: dict | None. extra environment variables.
-        settings: dict | None. module constants of zoo.serve set before it serves (e.g. {"HEADER_TIMEOUT_S": 1}).
+        settings: dict | None. constants of zoo.serve.limits set before it serves (e.g. {"HEADER_TIMEOUT_S": 1}).
         kill_above_mb: float. the watcher's limit.
         python: str. the interpreter.
     """
@@ -128,7 +128,7 @@ class ServerProcess:
     def __init__(self, args=(), *, cwd=None, env=None, settings=None, kill_above_mb=4096.0, python=sys.executable):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        code = ("import sys, zoo.serve as s\n"
+        code = ("import sys, zoo.serve.limits as s\n"
                 f"for k, v in {dict(settings or {})!r}.items(): setattr(s, k, v)\n"
                 "from zoo.cli import main\nsys.exit(main(sys.argv[1:]))")
         self._cmd = [python, "-c", code, "serve", "--port", str(self.port), *map(str, args)]
