@@ -19,7 +19,9 @@ decoded with Pillow, alpha flattened, faces detected and aligned for face entrie
 training data was. `embed`, `verify`, `classify`, `zero-shot` and `search` run on onnxruntime
 (zoo.runtime) and import neither Keras nor TensorFlow. Bad input gets one line on stderr and exit
 status 1. Outputs never replace a file or folder the zoo did not write, and replace one it wrote only with
---overwrite (`zoo report` and a publish replace their own folders). The zoo root is `exports/`, or $ZOO_EXPORTS.
+--overwrite (`zoo report` and a publish replace their own folders). A file of a --gallery folder that cannot
+be read is skipped, with one warning that counts them. File names print as their own bytes. The zoo root is
+`exports/`, or $ZOO_EXPORTS.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 
 def read_array(path) -> np.ndarray:
     """Images stored as an array: a .npy, or a .npz holding "images" or a single array."""
+    from zoo.runtime.files import check_regular_file
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    check_regular_file(path, "file")
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)
@@ -71,6 +74,18 @@ def _embed_paths(embedder, paths, face_index=0, align=True) -> np.ndarray:
             files.append(path)
     flush()
     return np.concatenate(rows)
+
+
+def _embed_gallery(embedder, files, args) -> tuple[np.ndarray, list[Path]]:
+    """(N, D) embeddings of the gallery files that could be embedded, and those files, in order; the others are
+    skipped with one warning on stderr that counts them (if every file fails, the first error is raised)."""
+    skipped = []
+    embeddings = embedder.embed_files(files, face_index=args.face, align=not args.no_align, skipped=skipped)
+    if skipped:
+        print(f"zoo {args.command}: warning: skipped {len(skipped)} of {len(files)} gallery files that could not be "
+              f"embedded, e.g. {skipped[0][1]}", file=sys.stderr)
+    left_out = {p for p, _ in skipped}
+    return embeddings, [f for f in files if f not in left_out]
 
 
 def _embedder(name, cls=None):
@@ -231,8 +246,7 @@ def cmd_index(args):
 
     GalleryIndex.check_save(args.out, overwrite=args.overwrite)  # before the work, not after it
     embedder = _embedder(args.name)
-    files = image_files(args.gallery)
-    embeddings = embedder.embed_files(files, face_index=args.face, align=not args.no_align)
+    embeddings, files = _embed_gallery(embedder, image_files(args.gallery), args)
     index = GalleryIndex.build(embeddings, [str(f) for f in files], kind=args.kind, entry=embedder.identity)
     index.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: a {args.kind} index of {len(files)} images of {args.gallery} ({args.name})")
@@ -252,9 +266,8 @@ def cmd_search(args):
             raise ValueError("give --gallery DIR (or .npy) or --index DIR (built by zoo index)")
         gallery_path = Path(args.gallery)
         if gallery_path.is_dir():
-            files = image_files(gallery_path)
+            gallery, files = _embed_gallery(embedder, image_files(gallery_path), args)
             labels = [str(f) for f in files]
-            gallery = embedder.embed_files(files, face_index=args.face, align=not args.no_align)
         elif gallery_path.is_file():
             gallery = embedder.as_embeddings(read_array(gallery_path))  # images or (N, D) embeddings
             labels = [f"{gallery_path}[{i}]" for i in range(len(gallery))]
@@ -439,12 +452,21 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if unknown:
         args.pipeline_args = unknown
+    # A file name that is not valid in the filesystem's encoding reaches Python with lone surrogates (PEP 383):
+    # written with surrogateescape it comes out as its own bytes, where a strict encoding would fail. JSON
+    # output escapes it (\udcff) and stays valid.
+    streams = [(s, s.errors) for s in (sys.stdout, sys.stderr) if hasattr(s, "reconfigure")]
+    for stream, _ in streams:
+        stream.reconfigure(errors="surrogateescape")
     try:
         return args.fn(args) or 0
     except (ValueError, KeyError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        for stream, errors in streams:
+            stream.reconfigure(errors=errors)
 
 
 if __name__ == "__main__":
