@@ -46,7 +46,7 @@ def test_save_load_round_trip_and_checks(tmp_path):
     built = GalleryIndex.build(gallery, [f"p{i}.png" for i in range(300)], kind="hnsw",
                                entry={"name": "x", "sha256": "ab"})
     folder = built.save(tmp_path / "gallery.index")
-    built.save(folder)  # replacing an index leaves one folder, no leftovers
+    built.save(folder, overwrite=True)  # replacing an index leaves one folder, no leftovers
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery.index"]
     loaded = GalleryIndex.load(folder)
     assert loaded.paths == built.paths and loaded.meta["entry"] == {"name": "x", "sha256": "ab"}

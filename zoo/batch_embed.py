@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -189,7 +190,7 @@ def _parquet(path: str, read=pq.read_table):
 
 def run(name: str, glob: str, output: str, *, runner: str = "DirectRunner", pipeline_args=None,
         model_uri: str | None = None, face_index: int = 0, align: bool = True,
-        batch_size: int = DEFAULT_BATCH_SIZE, root=None) -> dict:
+        batch_size: int = DEFAULT_BATCH_SIZE, overwrite: bool = False, root=None) -> dict:
     """Embed every file matched by `glob` with entry `name` on a Beam runner; waits for the pipeline to finish.
 
     Returns {"embedded": rows written, "failed": files that could not be embedded, "first_error": str | None,
@@ -206,6 +207,8 @@ def run(name: str, glob: str, output: str, *, runner: str = "DirectRunner", pipe
         face_index: int. face entries: which detected face, by area (0 = largest).
         align: bool. face entries: detect and align (True), or cut the card's fixed crop (False).
         batch_size: int. largest RunInference batch.
+        overwrite: bool. delete the shards of an earlier run under `output` first: only files named as Beam names
+            them, PREFIX[.errors]-SSSSS-of-NNNNN.parquet; any other match of the shards' glob is refused.
         root: str | Path | None. zoo root (default: exports/ or $ZOO_EXPORTS).
     """
     if int(batch_size) < 1:
@@ -221,8 +224,17 @@ def run(name: str, glob: str, output: str, *, runner: str = "DirectRunner", pipe
     outputs, errors = output + SHARDS, output + ".errors" + SHARDS
     earlier = _shards(outputs) + _shards(errors)
     if earlier:
-        raise ValueError(f"{earlier[0]}: shards of an earlier run are there ({len(earlier)} files); "
-                         "delete them or choose another --output")
+        # Shards of an earlier run would mix with this run's (and its counts); only files named as Beam names
+        # this writer's shards are ever deleted.
+        own = re.compile(re.escape(output) + r"(\.errors)?-\d{5,}-of-\d{5,}\.parquet")
+        foreign = [p for p in earlier if not own.fullmatch(p)]
+        if foreign:
+            raise FileExistsError(f"{foreign[0]}: named like a shard, but not as batch-embed names them; refusing "
+                                  "to write shards beside it (choose another --output)")
+        if not overwrite:
+            raise FileExistsError(f"{earlier[0]}: shards of an earlier run are there ({len(earlier)} files); pass "
+                                  "--overwrite to delete them first, or choose another --output")
+        FileSystems.delete(earlier)
 
     handler = EntryOnnxModelHandler(model_uri, sha256, min_batch_size=min(MIN_BATCH_SIZE, int(batch_size)),
                                     max_batch_size=int(batch_size))

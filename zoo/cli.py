@@ -2,12 +2,12 @@
 
     zoo list
     zoo info facenet_triplet
-    zoo embed facenet_triplet a.jpg b.png --out embeddings.npy
+    zoo embed facenet_triplet a.jpg b.png --out embeddings.npy [--overwrite]
     zoo verify facenet_triplet a.jpg b.jpg [--json]
     zoo classify protonet --support examples/ query.png [--json]
     zoo zero-shot clip --classes "cat,dog,car" photo.png [--json]
     zoo search protonet query.png --gallery chars/ -k 5 [--json]
-    zoo index protonet chars/ --out chars.index [--kind flat|ivf|hnsw]
+    zoo index protonet chars/ --out chars.index [--kind flat|ivf|hnsw] [--overwrite]
     zoo search protonet query.png --index chars.index -k 5 [--json]
     zoo batch-embed protonet 'chars/*.png' --output out/chars [--runner DirectRunner] [Beam pipeline options]
     zoo serve [--host 127.0.0.1] [--port 8000] [--galleries DIR]
@@ -18,7 +18,10 @@ Files of any size and format go through the entry's preprocessing contract (`zoo
 decoded with Pillow, alpha flattened, faces detected and aligned for face entries, resized as the
 training data was. `embed`, `verify`, `classify`, `zero-shot` and `search` run on onnxruntime
 (zoo.runtime) and import neither Keras nor TensorFlow. Bad input gets one line on stderr and exit
-status 1. The zoo root is `exports/`, or $ZOO_EXPORTS.
+status 1. Outputs never replace a file or folder the zoo did not write, and replace one it wrote only with
+--overwrite (`zoo report` and a publish replace their own folders). A file of a --gallery folder that cannot
+be read is skipped, with one warning that counts them. File names print as their own bytes. The zoo root is
+`exports/`, or $ZOO_EXPORTS.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 
 def read_array(path) -> np.ndarray:
     """Images stored as an array: a .npy, or a .npz holding "images" or a single array."""
+    from zoo.runtime.files import check_regular_file
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    check_regular_file(path, "file")
     try:
         if path.suffix.lower() == ".npy":
             return np.load(path, allow_pickle=False)
@@ -70,6 +74,18 @@ def _embed_paths(embedder, paths, face_index=0, align=True) -> np.ndarray:
             files.append(path)
     flush()
     return np.concatenate(rows)
+
+
+def _embed_gallery(embedder, files, args) -> tuple[np.ndarray, list[Path]]:
+    """(N, D) embeddings of the gallery files that could be embedded, and those files, in order; the others are
+    skipped with one warning on stderr that counts them (if every file fails, the first error is raised)."""
+    skipped = []
+    embeddings = embedder.embed_files(files, face_index=args.face, align=not args.no_align, skipped=skipped)
+    if skipped:
+        print(f"zoo {args.command}: warning: skipped {len(skipped)} of {len(files)} gallery files that could not be "
+              f"embedded, e.g. {skipped[0][1]}", file=sys.stderr)
+    left_out = {p for p, _ in skipped}
+    return embeddings, [f for f in files if f not in left_out]
 
 
 def _embedder(name, cls=None):
@@ -123,12 +139,13 @@ def cmd_info(args):
 
 
 def cmd_embed(args):
+    from zoo.runtime.writes import check_file, write_file
+
+    out = Path(args.out)
+    check_file(out, overwrite=args.overwrite)  # before the work, not after it
     embedder = _embedder(args.name)
     embeddings = _embed_paths(embedder, args.images, args.face, not args.no_align)
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp.npy")
-    np.save(tmp, embeddings)
-    tmp.replace(out)
+    write_file(out, lambda f: np.save(f, embeddings), overwrite=args.overwrite)
     print(f"wrote {out}: {embeddings.shape[0]} embeddings of dimension {embeddings.shape[1]}")
 
 
@@ -227,11 +244,11 @@ def cmd_index(args):
     from zoo.runtime import image_files
     from zoo.runtime.index import GalleryIndex
 
+    GalleryIndex.check_save(args.out, overwrite=args.overwrite)  # before the work, not after it
     embedder = _embedder(args.name)
-    files = image_files(args.gallery)
-    embeddings = embedder.embed_files(files, face_index=args.face, align=not args.no_align)
+    embeddings, files = _embed_gallery(embedder, image_files(args.gallery), args)
     index = GalleryIndex.build(embeddings, [str(f) for f in files], kind=args.kind, entry=embedder.identity)
-    index.save(args.out)
+    index.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: a {args.kind} index of {len(files)} images of {args.gallery} ({args.name})")
 
 
@@ -249,9 +266,8 @@ def cmd_search(args):
             raise ValueError("give --gallery DIR (or .npy) or --index DIR (built by zoo index)")
         gallery_path = Path(args.gallery)
         if gallery_path.is_dir():
-            files = image_files(gallery_path)
+            gallery, files = _embed_gallery(embedder, image_files(gallery_path), args)
             labels = [str(f) for f in files]
-            gallery = embedder.embed_files(files, face_index=args.face, align=not args.no_align)
         elif gallery_path.is_file():
             gallery = embedder.as_embeddings(read_array(gallery_path))  # images or (N, D) embeddings
             labels = [f"{gallery_path}[{i}]" for i in range(len(gallery))]
@@ -285,7 +301,7 @@ def cmd_batch_embed(args):
 
     result = batch_embed.run(args.name, args.glob, args.output, runner=args.runner, pipeline_args=args.pipeline_args,
                              model_uri=args.model_uri, face_index=args.face, align=not args.no_align,
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, overwrite=args.overwrite)
     print(f"wrote {result['output']}: {result['embedded']} embeddings of dimension {result['embedding_dim']} "
           f"({args.name}, {args.runner})")
     if result["failed"]:
@@ -341,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or .npy/.npz image arrays")
     p.add_argument("--out", required=True, help="output .npy file, (N, D) float32, rows in argument order")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     _face_options(p)
     p.set_defaults(fn=cmd_embed)
     p = sub.add_parser("verify", help="same identity or not, with the card's threshold")
@@ -378,7 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed a folder of images into a faiss gallery index for zoo search --index")
     p.add_argument("name")
     p.add_argument("gallery", help="folder of images")
-    p.add_argument("--out", required=True, help="index folder to write")
+    p.add_argument("--out", required=True, help="index folder to write (new or empty)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the gallery index at --out (only a folder zoo index wrote is ever replaced)")
     p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat",
                    help="flat: exact; ivf / hnsw: approximate, for large galleries")
     _face_options(p)
@@ -398,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-uri", default=None,
                    help="where workers read the entry's ONNX graph (default: the local exports/ file); sha256-checked")
     p.add_argument("--batch-size", type=int, default=64, help="largest RunInference batch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the shards of an earlier run under --output first (else they are refused)")
     p.add_argument("--verbose", action="store_true", help="show Beam's log (job ids, progress, worker errors)")
     _face_options(p)
     p.set_defaults(fn=cmd_batch_embed, pipeline_args=[])
@@ -412,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a host name requests may name besides loopback and --host (repeatable)")
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("report", help="evaluate every entry on its held-out protocol; write report/index.html")
-    p.add_argument("--out", default="report", help="output folder")
+    p.add_argument("--out", default="report", help="output folder (new, empty, or a report zoo report wrote)")
     p.add_argument("--quick", action="store_true", help="fewer episodes and images (minutes -> seconds)")
     p.set_defaults(fn=cmd_report)
     p = sub.add_parser("bench", help="inference benchmark: keras, tf.function, SavedModel, onnxruntime")
@@ -436,12 +457,21 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if unknown:
         args.pipeline_args = unknown
+    # A file name that is not valid in the filesystem's encoding reaches Python with lone surrogates (PEP 383):
+    # written with surrogateescape it comes out as its own bytes, where a strict encoding would fail. JSON
+    # output escapes it (\udcff) and stays valid.
+    streams = [(s, s.errors) for s in (sys.stdout, sys.stderr) if hasattr(s, "reconfigure")]
+    for stream, _ in streams:
+        stream.reconfigure(errors="surrogateescape")
     try:
         return args.fn(args) or 0
     except (ValueError, KeyError, OSError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        for stream, errors in streams:
+            stream.reconfigure(errors=errors)
 
 
 if __name__ == "__main__":

@@ -126,19 +126,40 @@ def _parser_type(default):
     return type(default) if isinstance(default, (int, float, str)) else str
 
 
+# What keras.callbacks.BackupAndRestore writes into its folder (with and without double_checkpoint).
+BACKUP_FILES = ("latest.weights.h5", "training_metadata.json", "latest.weights.h5.bkp",
+                "training_metadata.json.bkp")
+
+
 def training_callbacks(workdir, fresh=False):
     """Keras callbacks of a resumable run: BackupAndRestore (resume after a kill) and a CSV log.
+
+    A `backup/` that holds anything BackupAndRestore does not write is refused (FileExistsError), fresh or not:
+    the callback would resume from it and delete the whole folder when training completes.
 
     Args:
         workdir: str. Folder of the run; `backup/` inside it is removed when training completes.
         fresh: bool. Delete an earlier interrupted run's backup first.
     """
     import keras
-    import shutil
+
+    from zoo.runtime.writes import stray_entry
 
     workdir = Path(workdir)
-    if fresh and (workdir / "backup").exists():
-        shutil.rmtree(workdir / "backup")
+    backup = workdir / "backup"
+    if os.path.lexists(backup):
+        if backup.is_symlink() or not backup.is_dir():
+            stray = backup
+        else:
+            name = stray_entry(backup, BACKUP_FILES)
+            stray = backup / name if name else None
+        if stray:
+            raise FileExistsError(f"{stray}: not written by Keras' BackupAndRestore; refusing to resume from or "
+                                  "delete the run's backup folder (move it out, or choose another --workdir)")
+        if fresh:
+            for name in BACKUP_FILES:
+                (backup / name).unlink(missing_ok=True)
+            backup.rmdir()
     workdir.mkdir(parents=True, exist_ok=True)
     return [
         keras.callbacks.BackupAndRestore(str(workdir / "backup"), save_freq="epoch", delete_checkpoint=True),

@@ -3,7 +3,7 @@
 For each entry in the zoo root: load `embedder.onnx` with zoo.runtime, run the held-out protocol its
 card names through `zoo.protocols` (the same functions the recipes' numbers come from), check ONNX
 against Keras on the golden inputs, time batch-1 inference, then print one leaderboard and write an
-HTML page with plots.
+HTML page with plots. The folder is replaced only when it holds a report this wrote (see `run`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import numpy as np
 
 from zoo import evaluate, protocols, registry
 from zoo.runtime import OnnxCLIP, OnnxEmbedder
+from zoo.runtime.writes import write_folder
 
 FEW_SHOT_SETTINGS = protocols.FEW_SHOT_SETTINGS
 QUICK_EPISODES = 100
 QUICK_CHARACTERS = 100  # Omniglot evaluation characters kept by --quick (of 659)
 QUICK_LFW_PAIRS = 1000  # same-identity pairs kept by --quick (as many different ones are drawn)
 LATENCY_REPEATS = 50
+MANIFEST = "zoo-report.json"  # the files a report folder holds, so that only such a folder is ever replaced
 
 
 def _subsample_classes(data, n_classes, seed=0) -> dict:
@@ -280,10 +282,25 @@ def evaluate_entry(name, quick=False) -> dict:
             "latency_ms": latency_ms(embedder, 10 if quick else LATENCY_REPEATS), "parity": par}
 
 
+def _own_files(folder: Path) -> list:
+    """The files of the report in `folder`, as its manifest lists them; FileExistsError if it has none."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise FileExistsError(f"{folder}: not empty and not a report of zoo report (no {MANIFEST}); refusing to "
+                              "write the report into it (choose another --out)")
+    return [MANIFEST, *map(str, manifest["files"])]
+
+
 def run(out="report", quick=False) -> list[dict]:
     """Evaluate every published entry, print the leaderboard, write `out/index.html` and `out/results.json`.
 
-    Returns the per-entry results; an entry that fails is reported with its error and the others go on.
+    Returns the per-entry results; an entry that fails is reported with its error and the others go on. The
+    folder is written atomically (`zoo.runtime.writes.write_folder`): a new or empty one, or a report this
+    wrote (its manifest, zoo-report.json, lists its files) is replaced; any other folder or file is refused
+    before anything is evaluated.
 
     Args:
         out: str | Path. output folder.
@@ -298,7 +315,16 @@ def run(out="report", quick=False) -> list[dict]:
               "Run a recipe first, e.g. `python recipes/protonet.py`.")
         return []
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    results = write_folder(out, lambda tmp: _write(tmp, names, quick), _own_files, what="a zoo report")
+    print()
+    print(leaderboard(results))
+    failed = [r["name"] for r in results if "error" in r]
+    print(f"\nwrote {out / 'index.html'}" + (f"; FAILED entries: {failed}" if failed else ""))
+    return results
+
+
+def _write(out: Path, names, quick) -> list[dict]:
+    """Evaluate the entries `names` and write the report's files into the folder `out`; returns the results."""
     results = []
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name} ...", flush=True)
@@ -338,8 +364,7 @@ def run(out="report", quick=False) -> list[dict]:
                    {"headline": {"metric": r["headline"][0], "value": r["headline"][1]}, "metrics": r["metrics"],
                     "latency_ms": r["latency_ms"], "parity_max_abs_diff": r["parity"]})} for r in results]
     (out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    print()
-    print(leaderboard(results))
-    failed = [r["name"] for r in results if "error" in r]
-    print(f"\nwrote {out / 'index.html'}" + (f"; FAILED entries: {failed}" if failed else ""))
+    written = sorted(p.name for p in out.iterdir())
+    (out / MANIFEST).write_text(json.dumps({"format": "zoo-report", "files": written}, indent=1) + "\n",
+                                encoding="utf-8")
     return results

@@ -23,11 +23,9 @@ import json
 import os
 import pkgutil
 import re
-import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from zoo.export.int8 import (INT8_MAX_DROP, INT8_MIN_COSINE, INT8_SCHEME_ORDER, 
                              quantize)
 from zoo.export.onnx_graph import full_rank_broadcasts, inferred_shapes
 from zoo.registry import TOWER_INPUTS, Card, exports_dir, folder_sha256, import_custom_layers, verify_files
+from zoo.runtime.writes import write_folder
 
 __all__ = ["publish", "reexport", "exporters", "quantize", "int8_gate", "full_rank_broadcasts", "inferred_shapes",
            "INT8_SCHEMES", "INT8_SCHEME_ORDER", "INT8_MAX_DROP", "INT8_MIN_COSINE", "CARD_FIELDS"]
@@ -183,17 +182,24 @@ def reexport(name, root=None) -> Card:
 
 def _write_entry(root, name, fill) -> Card:
     """Write `<root>/<name>/` atomically: `fill(tmp)` writes every file into a hidden temporary folder beside
-    it and returns the card; the folder is then swapped in. On any failure the old entry stays as it was."""
+    it and returns the card; the folder is then swapped in (`zoo.runtime.writes.write_folder`). On any failure
+    the old entry stays as it was; a folder there that is not a zoo entry (no card.json, or files its card does
+    not list) is refused, before the work."""
     root = exports_dir(root)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+    return write_folder(root / name, fill, _entry_files, what=f"the zoo entry {name!r}")
+
+
+def _entry_files(folder: Path) -> list:
+    """The files of the zoo entry in `folder`, as its card.json lists them; FileExistsError if it has none."""
     try:
-        card = fill(tmp)
-        _swap_in(tmp, root / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return card
+        card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        card = None
+    if not isinstance(card, dict) or not isinstance(card.get("files"), dict):
+        raise FileExistsError(f"{folder}: not a zoo entry (no card.json listing its files); refusing to publish "
+                              "over it (move it away, or choose another name)")
+    return ["card.json", *card["files"]]
 
 
 def _tower_spec(role, model, first) -> dict:
@@ -288,21 +294,6 @@ def _copy_extra_files(paths, tmp, card) -> None:
         if path.name in reserved or (tmp / path.name).exists():
             raise ValueError(f"extra file name {path.name!r} clashes with another file of the entry")
         shutil.copy2(path, tmp / path.name)
-
-
-def _swap_in(tmp: Path, dest: Path) -> None:
-    """Replace `dest` by `tmp` with renames; the old entry comes back if the second rename fails."""
-    old = dest.with_name(f".old-{dest.name}-{secrets.token_hex(4)}") if dest.exists() else None
-    if old:
-        dest.rename(old)
-    try:
-        tmp.rename(dest)
-    except BaseException:
-        if old:
-            old.rename(dest)
-        raise
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _finish_in_subprocess(tmp, card, golden, int8, calibration_images) -> Card:

@@ -302,20 +302,34 @@ class OnnxEmbedder:
         x = self.prepare(images, face_index=face_index, align=align)  # (B, H, W, C)
         return self._run(x)
 
-    def embed_files(self, paths, *, face_index=0, align=True) -> np.ndarray:
+    def embed_files(self, paths, *, face_index=0, align=True, skipped=None) -> np.ndarray:
         """Decode image files (Pillow) and embed them through the contract; (len(paths), D), in order.
 
         Args:
             paths: list of str | Path. image files (PNG, JPEG, ...; any size, grey, palette, alpha, 16-bit).
             face_index: int. face entries: which detected face, by area (0 = largest).
             align: bool. face entries: detect and align the face (True), or cut the card's fixed crop.
+            skipped: list | None. None: a file that fails raises. A list: files that cannot be read or
+                embedded are appended to it as (Path, error) and left out of the rows; if all fail, the
+                first error is raised.
         """
         paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
         if not paths:
             raise ValueError("expected at least one image file, got none")
-        # One file decoded at a time: memory is one photo plus the (B, H, W, C) inputs, whatever B is.
-        return self._run(np.stack([contract.prepare_file(p, self.preprocessing, self.input_shape,
-                                                         face_index=face_index, align=align) for p in paths]))
+        rows, failed = [], []
+        for p in paths:  # one file decoded at a time: memory is one photo plus the (B, H, W, C) inputs
+            try:
+                rows.append(contract.prepare_file(p, self.preprocessing, self.input_shape, face_index=face_index,
+                                                  align=align))
+            except (ValueError, OSError) as err:  # not an image, truncated, no face, not a readable file
+                if skipped is None:
+                    raise
+                failed.append((p, err))
+        if skipped is not None:
+            skipped.extend(failed)
+            if not rows:
+                raise failed[0][1]
+        return self._run(np.stack(rows))
 
     def _run(self, x) -> np.ndarray:
         out = [

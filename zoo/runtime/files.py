@@ -7,13 +7,16 @@ image keeps its alpha and its grey/colour mode; the contract decides what to do 
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_image", "image_files", "IMAGE_SUFFIXES", "MAX_PIXELS"]
+__all__ = ["read_image", "image_files", "check_regular_file", "IMAGE_SUFFIXES", "MAX_PIXELS"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 # The decode budget: an image whose header declares more pixels (width x height; for a GIF its logical screen)
@@ -23,6 +26,40 @@ MAX_PIXELS = 40_000_000
 # Pillow modes -> the mode decoded into: everything ends as L, LA, RGB or RGBA, 8 bits.
 _TARGET_MODE = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "RGB": "RGB", "RGBA": "RGBA", "RGBa": "RGBA",
                 "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "PA": "RGBA"}
+
+
+# stat's file types that are not regular files, as errors name them.
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def check_regular_file(path, what: str = "image file") -> None:
+    """Raise an OSError that names what `path` is unless it is a readable regular file; stat only, so that a
+    FIFO is never opened (an open would wait for a writer forever).
+
+    Args:
+        path: str | Path. the file.
+        what: str. what was expected, for the message of a missing file: "no such image file".
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        dangling = " (a symlink to nothing)" if path.is_symlink() else ""
+        raise FileNotFoundError(f"{path}: no such {what}{dangling}") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise OSError(f"{path}: symlink loop (too many levels of symlinks)") from None
+        if err.errno == errno.EACCES:
+            raise PermissionError(f"{path}: permission denied") from None
+        raise OSError(f"{path}: {err.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+        raise OSError(f"{path}: is not a regular file ({kind})")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"{path}: permission denied")
 
 
 def read_image(path, data: bytes | None = None, *, max_pixels: int | None = None,
@@ -43,14 +80,16 @@ def read_image(path, data: bytes | None = None, *, max_pixels: int | None = None
 
     Raises:
         FileNotFoundError: no such file (when `data` is None).
+        OSError: not a readable regular file: a folder, a FIFO (never opened), a symlink loop, no permission
+            (`check_regular_file`); the message says which.
         ValueError: the file is not an image Pillow can decode, is truncated, or is past the budget; the
             message names it.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path) if data is None else path
-    if data is None and not path.is_file():
-        raise FileNotFoundError(f"{path}: no such image file")
+    if data is None:
+        check_regular_file(path)
     try:
         with Image.open(path if data is None else io.BytesIO(data)) as im:
             _check_budget(im, path, MAX_PIXELS if max_pixels is None else int(max_pixels))

@@ -1,7 +1,7 @@
 """A gallery index: the embeddings of a folder of images in a faiss index, beside the paths they came from.
 
     index = GalleryIndex.build(embeddings, paths, kind="hnsw", entry=card_of_the_embedder)
-    index.save("gallery.index/")
+    index.save("gallery.index/")                                 # overwrite=True replaces an index there
     index = GalleryIndex.load("gallery.index/")
     indices, distances = index.search(query_embeddings, k=5)     # nearest first, Euclidean
     index.paths[indices[0, 0]]
@@ -14,22 +14,25 @@ Kinds (faiss, over L2-normalised float32 embeddings, so Euclidean and cosine ran
 
 A saved index is a folder: `index.faiss`, `paths.json` (one path per row) and `index.json` (kind, count,
 dimension, search settings, the entry's name and the sha256 of its image graph, and the sha256 of the two
-other files, checked at load). faiss is imported when an index is built or loaded (`pip install faiss-cpu`).
+other files, checked at load). A save replaces nothing but an index folder, and that only when asked (`save`).
+faiss is imported when an index is built or loaded (`pip install faiss-cpu`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .writes import check_folder, write_folder
+
 __all__ = ["GalleryIndex", "KINDS"]
 
 KINDS = ("flat", "ivf", "hnsw")
+INDEX_FILES = ("index.faiss", "paths.json", "index.json")  # all an index folder holds
+FORMAT = "zoo-gallery-index"  # index.json's "format" (older indexes have none)
 HNSW_M = 32
 # Defaults chosen with benchmarks/search.py: at 1M embedding-like vectors (D=128) on 2 cores, recall@10 stays
 # above 0.99 while searching an order of magnitude faster than exact search.
@@ -49,6 +52,19 @@ def _normalised(x) -> np.ndarray:
     if x.ndim != 2 or not len(x):
         raise ValueError(f"expected (N, D) embeddings with N >= 1, got shape {x.shape}")
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _own_files(folder: Path) -> tuple:
+    """The files of the gallery index in `folder`, recognised by its index.json; FileExistsError if none."""
+    try:
+        meta = json.loads((folder / "index.json").read_text())
+        known = isinstance(meta, dict) and isinstance(meta.get("files"), dict) and "kind" in meta
+    except (OSError, ValueError):
+        known = False
+    if not known:
+        raise FileExistsError(f"{folder}: not empty and not a gallery index (no index.json written by zoo index); "
+                              "refusing to write the index into it (choose a new or an empty folder)")
+    return INDEX_FILES
 
 
 def _sha256(path: Path) -> str:
@@ -115,26 +131,36 @@ class GalleryIndex:
         squared, indices = self.index.search(q, int(k))
         return indices.astype(np.int64), np.sqrt(np.maximum(squared, 0.0)).astype(np.float32)
 
-    def save(self, folder) -> Path:
-        """Write the index folder atomically (a temporary folder renamed into place)."""
+    def save(self, folder, overwrite=False) -> Path:
+        """Write the index folder atomically (see `zoo.runtime.writes.write_folder`): a new or empty folder, or,
+        with `overwrite`, one holding a zoo index and nothing else; anything else there is refused.
+
+        Args:
+            folder: str | Path. the index folder.
+            overwrite: bool. replace a gallery index that is already there.
+        """
         faiss = _faiss()
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        faiss.write_index(self.index, str(tmp / "index.faiss"))
-        (tmp / "paths.json").write_text(json.dumps(self.paths, indent=0) + "\n")
-        files = {name: _sha256(tmp / name) for name in ("index.faiss", "paths.json")}
-        (tmp / "index.json").write_text(json.dumps({**self.meta, "files": files}, indent=2) + "\n")
-        if folder.exists():
-            old = folder.with_name(folder.name + ".old")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
-        else:
-            os.replace(tmp, folder)
-        return folder
+
+        def fill(tmp):
+            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            (tmp / "paths.json").write_text(json.dumps(self.paths, indent=0) + "\n")
+            files = {name: _sha256(tmp / name) for name in INDEX_FILES[:2]}
+            meta = {**self.meta, "format": FORMAT, "files": files}
+            (tmp / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+        write_folder(folder, fill, _own_files, what="a gallery index", overwrite=overwrite)
+        return Path(folder)
+
+    @staticmethod
+    def check_save(folder, overwrite=False) -> None:
+        """Raise FileExistsError naming `folder` where `save(folder, overwrite)` would refuse it (to check
+        before embedding a gallery).
+
+        Args:
+            folder: str | Path. the index folder.
+            overwrite: bool. as for `save`.
+        """
+        check_folder(folder, _own_files, what="a gallery index", overwrite=overwrite)
 
     @classmethod
     def load(cls, folder):
@@ -144,6 +170,7 @@ class GalleryIndex:
         if not (folder / "index.json").is_file():
             raise FileNotFoundError(f"{folder}: no gallery index (index.json) there; build one with zoo index")
         meta = json.loads((folder / "index.json").read_text())
+        meta.pop("format", None)
         for name, digest in meta.pop("files").items():
             if not (folder / name).is_file() or _sha256(folder / name) != digest:
                 raise ValueError(f"{folder / name}: missing or modified (sha256 differs from index.json); "

@@ -89,9 +89,7 @@ class Zoo:
         try:
             image = read_image(path, data, max_pixels=self.max_pixels,
                                min_side=contract.decode_side(embedder.preprocessing, embedder.input_shape))
-        except OSError as err:  # e.g. a gallery file removed while it is read
-            raise ValueError(f"{shown}: cannot be read ({err.strerror or type(err).__name__})") from None
-        except ValueError as err:
+        except (ValueError, OSError) as err:  # not an image, past the budget, a gallery file gone or unreadable
             raise ValueError(str(err).replace(str(path), shown)) from None
         x = contract.prepare(image, embedder.preprocessing, embedder.input_shape, name=shown)
         scale = limits.THUMBNAIL_SIDE / max(image.shape[:2])
