@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tf test-jax test-distributed test-torch clean
+.PHONY: demo test test-tf test-jax test-distributed test-torch package clean
 
 .venv/installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -33,6 +33,14 @@ test-distributed: .venv/installed
 # `pip install torch` pulls the CUDA build (GBs), so install a `+cpu` wheel.
 test-torch: .venv/installed
 	KERAS_BACKEND=torch $(PY) -m pytest -q -m multibackend tests
+
+# The core wheel (code, bundled data, MTCNN graphs; no entry) and one wheel per entry of exports/, into dist/.
+# Offline: setuptools from .venv builds them (no build isolation, no index); build/ is cleared first so no
+# stale module of an earlier build reaches the wheel.
+package: .venv/installed
+	rm -rf build
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation --no-index -w dist .
+	for card in exports/*/card.json; do $(PY) -m zoo.cli package "$$(basename "$$(dirname "$$card")")" --out dist || exit 1; done
 
 clean:
 	rm -rf .venv build *.egg-info report

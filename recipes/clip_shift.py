@@ -85,7 +85,7 @@ def table(root=None):
     for name in registry.list_models(root):
         card = registry.info(name, root)
         if card.protocol == "zero_shot":
-            results[name] = measure(registry.exports_dir(root) / name, test, tuple(card.extras.get("templates") or ("{}",)))
+            results[name] = measure(registry.entry_folder(name, root), test, tuple(card.extras.get("templates") or ("{}",)))
     if not results:
         raise ValueError(f"no zero_shot entry is published in {root or 'exports/'}")
     lines = [f"Noto emoji test split ({len(test['images'])} images, never trained on); each cell: zero-shot category "

@@ -1,9 +1,27 @@
 """Shared fixtures: seeded raw image batches, and gradients with the current backend's autodiff."""
 
+import os
+import shutil
+import tempfile
+
 import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 import numpy as np
 import pytest
+
+_CACHE = tempfile.mkdtemp(prefix="zoo-test-cache-")
+
+
+def pytest_configure(config):
+    # Before collection (some modules list the entries at import): the tests never see the user's cache of
+    # pulled entries, nor go offline because the shell is; tests of the cache set their own.
+    os.environ["ZOO_CACHE"] = _CACHE
+    for key in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"):
+        os.environ.pop(key, None)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def _images(n, size=16, channels=1, seed=0):

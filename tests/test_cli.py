@@ -48,15 +48,17 @@ def _images(n, seed):
 def test_list_prints_aligned_columns_and_info(zoo_env, root, capsys):
     assert main(["list"]) == 0
     header, row = capsys.readouterr().out.splitlines()
-    columns = ["name", "method", "input", "D", "primary metric", "int8", "dataset"]
-    assert header.split() == ["name", "method", "input", "D", "primary", "metric", "int8", "dataset"]
-    assert row.split() == ["tiny", "Triplet", "8x8x3", "4", "accuracy", "0.750", "no", "synthetic"]
+    columns = ["name", "method", "input", "D", "primary metric", "int8", "dataset", "source"]
+    assert header.split() == ["name", "method", "input", "D", "primary", "metric", "int8", "dataset", "source"]
+    assert row.split() == ["tiny", "Triplet", "8x8x3", "4", "accuracy", "0.750", "no", "synthetic", "root"]
     # Each column starts where its heading does (D is right-aligned under its heading).
-    for heading, cell in zip(columns, ["tiny", "Triplet", "8x8x3", None, "accuracy 0.750", "no", "synthetic"]):
+    for heading, cell in zip(columns, ["tiny", "Triplet", "8x8x3", None, "accuracy 0.750", "no", "synthetic", "root"]):
         if cell:
             assert row.index(cell) == header.index(heading), heading
     assert main(["info", "tiny"]) == 0
-    assert json.loads(capsys.readouterr().out) == json.loads((root / "tiny" / "card.json").read_text())
+    out, err = capsys.readouterr()
+    assert json.loads(out) == json.loads((root / "tiny" / "card.json").read_text())
+    assert err == f"tiny: source root, {root / 'tiny'}\n"  # where it came from, off stdout
     assert main(["info", "tin"]) == 1
     assert "no zoo entry 'tin'" in capsys.readouterr().err
 

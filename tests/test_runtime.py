@@ -129,8 +129,8 @@ def test_import_loads_neither_keras_nor_tensorflow():
 
 def test_package_imports_only_stdlib_numpy_onnxruntime():
     """Every module of zoo.runtime (not the developer script in mtcnn/) imports the standard library, numpy,
-    onnxruntime and its own modules at the top; Pillow (decoding files), onnx (zero-shot head) and faiss
-    (gallery index) only lazily."""
+    onnxruntime and its own modules at the top; Pillow (decoding files), onnx (zero-shot head), faiss
+    (gallery index), fsspec and huggingface_hub (pulling an entry from a URL) only lazily."""
     for path in sorted(Path(zoo.runtime.__file__).parent.glob("*.py")):
         tree = ast.parse(path.read_text())
         top_level, lazy = set(), set()
@@ -144,7 +144,7 @@ def test_package_imports_only_stdlib_numpy_onnxruntime():
             (top_level if node in tree.body else lazy).update(names)
         allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime"}
         assert top_level <= allowed, (path.name, top_level - allowed)
-        assert lazy <= allowed | {"onnx", "PIL", "faiss"}, (path.name, lazy - allowed)
+        assert lazy <= allowed | {"onnx", "PIL", "faiss", "fsspec", "huggingface_hub"}, (path.name, lazy - allowed)
 
 
 # --- embed ----------------------------------------------------------------------------------

@@ -213,8 +213,7 @@ def run(name: str, glob: str, output: str, *, runner: str = "DirectRunner", pipe
     """
     if int(batch_size) < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    registry.info(name, root=root)  # KeyError with suggestions for an unknown name
-    folder = registry.exports_dir(root) / name
+    folder = registry.entry_folder(name, root)  # KeyError with suggestions for an unknown name
     embedder = OnnxEmbedder(folder)  # checks the image graph's sha256 here, before any worker starts
     sha256 = embedder.identity["sha256"]
     model_uri = model_uri or str(folder / _tower_file(embedder.card, "images", folder))

@@ -143,7 +143,7 @@ def bench_entry(name, *, repeats=30, batch=256, quick=False) -> dict:
     h, w, c = card.input_shape
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch, h, w, c)).astype(np.float32)  # (B, H, W, C)
-    folder = registry.exports_dir() / name
+    folder = registry.entry_folder(name)
     engines = _engines(folder, tower, model, int8=bool(card.int8 and card.int8["kept"]))
     rounds, repeats = (3, 6) if quick else (10, repeats)
     # Batch 1: the median of rounds x calls timings. keras predict runs a data pipeline per call: one call a round.

@@ -13,15 +13,20 @@
     zoo serve [--host 127.0.0.1] [--port 8000] [--galleries DIR]
     zoo report [--out report] [--quick]
     zoo bench [--entry NAME] [--quick]
+    zoo package protonet [--root R] --out dist/
+    zoo push protonet hf://owner/protonet        (or file:///srv/zoo/protonet, s3://bucket/protonet ...)
+    zoo pull hf://owner/protonet[@rev] [--name NAME]
 
 Files of any size and format go through the entry's preprocessing contract (`zoo.runtime.contract`):
 decoded with Pillow, alpha flattened, faces detected and aligned for face entries, resized as the
 training data was. `embed`, `verify`, `classify`, `zero-shot` and `search` run on onnxruntime
 (zoo.runtime) and import neither Keras nor TensorFlow. Bad input gets one line on stderr and exit
-status 1. Outputs never replace a file or folder the zoo did not write, and replace one it wrote only with
---overwrite (`zoo report` and a publish replace their own folders). A file of a --gallery folder that cannot
-be read is skipped, with one warning that counts them. File names print as their own bytes. The zoo root is
-`exports/`, or $ZOO_EXPORTS.
+status 1. ENTRY is a name found in the local root (`exports/` in a checkout, or $ZOO_EXPORTS), the installed
+entry packages or the cache of pulled entries (`zoo list` shows which), an entry folder, an .onnx file, or a
+hub URL (pulled into the cache first; $ZOO_OFFLINE=1 reads the cache only). Outputs never replace a file or
+folder the zoo did not write, and replace one it wrote only with --overwrite (`zoo report` and a publish
+replace their own folders). A file of a --gallery folder that cannot be read is skipped, with one warning
+that counts them. File names print as their own bytes.
 """
 
 from __future__ import annotations
@@ -89,10 +94,10 @@ def _embed_gallery(embedder, files, args) -> tuple[np.ndarray, list[Path]]:
 
 
 def _embedder(name, cls=None):
-    from zoo.runtime import OnnxEmbedder
+    from zoo.runtime import OnnxEmbedder, entries
 
-    registry.info(name)  # KeyError with suggestions for an unknown name
-    return (cls or OnnxEmbedder)(registry.exports_dir() / name)
+    # A folder, an .onnx file, an entry name (KeyError with suggestions when unknown) or a hub URL.
+    return (cls or OnnxEmbedder)(entries.resolve(name))
 
 
 def _print_json(value) -> None:
@@ -103,20 +108,23 @@ def cmd_list(args):
     if args.markdown:
         print(registry.model_table(), end="")
         return
-    names = registry.list_models()
-    if not names:
-        print(f"no published entries in {registry.exports_dir()} (run a recipe, e.g. python recipes/protonet.py)")
+    from zoo.runtime import entries
+
+    found = entries.found()
+    if not found:
+        print(f"no published entries in {entries.roots_description()} (run a recipe, e.g. python recipes/protonet.py, "
+              "pip install an entry package, or zoo pull URL)")
         return
-    rows = [("name", "method", "input", "D", "primary metric", "int8", "dataset")]
-    for name in names:
-        card = registry.info(name)
+    rows = [("name", "method", "input", "D", "primary metric", "int8", "dataset", "source")]
+    for name in sorted(found):
+        card = registry.Card.from_json(found[name][0].folder)
         value = card.metrics[card.primary_metric]
         value = value.get("mean", value) if isinstance(value, dict) else value  # few-shot: mean over episodes
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         dataset = card.dataset if len(card.dataset) <= 48 else card.dataset[:45] + "..."
         rows.append((name, card.method, "x".join(map(str, card.input_shape)), str(card.embedding_dim),
                      f"{card.primary_metric} {value:.3f}" if number else card.primary_metric,
-                     "yes" if (card.int8 or {}).get("kept") else "no", dataset))
+                     "yes" if (card.int8 or {}).get("kept") else "no", dataset, found[name][0].describe()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.rjust(w) if i == 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
@@ -135,7 +143,40 @@ def cmd_readme(args):
 
 
 def cmd_info(args):
-    print(registry.info(args.name).to_json(), end="")
+    from zoo.runtime import entries
+
+    entry = registry.locate(args.name)
+    print(registry.Card.from_json(entry.folder).to_json(), end="")
+    # Where it came from goes to stderr, so stdout stays the card's JSON.
+    shadowed = [e.describe() for e in entries.found().get(entry.name, [])[1:]] if not entries.is_url(args.name) else []
+    print(f"{entry.name}: source {entry.describe()}, {entry.folder}"
+          + (f" (also in, not used: {'; '.join(shadowed)})" if shadowed else ""), file=sys.stderr)
+
+
+def cmd_package(args):
+    from zoo import package
+
+    wheel = package.build_wheel(args.name, args.out, root=args.root, version=args.version)
+    print(f"wrote {wheel}: pip install it, then zoo list shows {args.name} (source package)")
+
+
+def cmd_push(args):
+    from zoo.runtime import entries, hub
+
+    folder = entries.resolve(args.name)
+    if not folder.is_dir():
+        raise ValueError(f"{args.name}: push takes an entry (a name or its folder), not a single file")
+    count = hub.push(folder, args.url, message=args.message)
+    print(f"pushed {args.name} ({count} files, from {folder}) to {args.url}; "
+          f"load it with zoo.load({args.url!r}) or zoo pull {args.url}")
+
+
+def cmd_pull(args):
+    from zoo.runtime import hub
+
+    folder = hub.pull(args.url, name=args.name)
+    print(f"pulled {folder.parent.name} (revision {folder.name}) from {args.url} into {folder}, every file "
+          "checked against card.json")
 
 
 def cmd_embed(args):
@@ -353,6 +394,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print an entry's card.json")
     p.add_argument("name")
     p.set_defaults(fn=cmd_info)
+    p = sub.add_parser("package", help="build the wheel keras-embedding-zoo-<name> holding one entry")
+    p.add_argument("name")
+    p.add_argument("--out", required=True, help="folder for the wheel (e.g. dist/)")
+    p.add_argument("--root", default=None, help="local root to take the entry from (default: exports/ or $ZOO_EXPORTS)")
+    p.add_argument("--version", default=None, help="the package version (default: from the card's created time)")
+    p.set_defaults(fn=cmd_package)
+    p = sub.add_parser("push", help="upload an entry to a hub: hf://owner/repo[@rev], file://, s3://, gs:// ...")
+    p.add_argument("name", help="an entry name (zoo list) or an entry folder")
+    p.add_argument("url")
+    p.add_argument("--message", default=None, help="commit message (hf://)")
+    p.set_defaults(fn=cmd_push)
+    p = sub.add_parser("pull", help="download an entry from a hub into the cache, every file sha256-checked")
+    p.add_argument("url", help="hf://owner/repo[@rev], file:///..., https://..., s3://..., gs://...")
+    p.add_argument("--name", default=None, help="the name to keep it under (default: the card's name)")
+    p.set_defaults(fn=cmd_pull)
     p = sub.add_parser("embed", help="embed image files of any size and save them as .npy")
     p.add_argument("name")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or .npy/.npz image arrays")

@@ -425,16 +425,16 @@ def parent_entry(name_or_folder) -> dict:
     """A published entry to fine-tune from: {"folder", "card"}, its files checked against their sha256.
 
     Args:
-        name_or_folder: str. an entry name in the zoo root (`zoo.registry.exports_dir`) or an entry's folder.
+        name_or_folder: str. an entry's folder, or an entry name or hub URL (`zoo.registry.locate`).
     """
-    from zoo.registry import Card, exports_dir, list_models, verify_files
+    from zoo.registry import Card, entry_folder, verify_files
 
     folder = Path(name_or_folder)
     if not (folder / "card.json").is_file():
-        folder = exports_dir() / name_or_folder
-        if not (folder / "card.json").is_file():
-            raise ValueError(f"--init {name_or_folder}: no published entry of that name in {exports_dir()} "
-                             f"(entries: {', '.join(list_models())}) and no entry folder at that path")
+        try:
+            folder = entry_folder(name_or_folder)
+        except KeyError as err:
+            raise ValueError(f"--init {name_or_folder}: no entry folder at that path, and {err.args[0]}") from None
     card = Card.from_json(folder)
     verify_files(folder, card)
     return {"folder": folder, "card": card}

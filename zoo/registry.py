@@ -1,4 +1,8 @@
-"""Registry of published embedders: `Card` <-> `exports/<name>/card.json`; list, inspect, load.
+"""Registry of published embedders: `Card` <-> `<entry>/card.json`; list, inspect, load.
+
+Entries are found in the local root (`root=`, else $ZOO_EXPORTS, else the checkout's `exports/`), then in the
+installed entry packages, then in the cache of pulled entries; a hub URL names an entry too (pulled into the
+cache). The search order lives in `zoo.runtime.entries`, shared with the runtime.
 
 Importing this module imports neither Keras nor TensorFlow; `load` imports Keras when called.
 """
@@ -6,18 +10,19 @@ Importing this module imports neither Keras nor TensorFlow; `load` imports Keras
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import os
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["Card", "EXPORTS_DIR", "exports_dir", "list_models", "info", "load", "verify_files", "file_sha256",
-           "folder_sha256"]
+from zoo.runtime import entries
 
-# Default root of the zoo: `exports/` next to the `zoo` package; `ZOO_EXPORTS` or `root=` override it.
-EXPORTS_DIR = Path(__file__).resolve().parent.parent / "exports"
+__all__ = ["Card", "EXPORTS_DIR", "exports_dir", "list_models", "info", "load", "locate", "entry_folder",
+           "verify_files", "file_sha256", "folder_sha256"]
+
+# Default local root of the zoo: `exports/` next to the `zoo` package; `ZOO_EXPORTS` or `root=` take its place.
+EXPORTS_DIR = entries.EXPORTS_DIR
 
 PROTOCOLS = ("verification", "few_shot", "self_supervised", "zero_shot")
 TOWER_INPUTS = {"images": "float32", "token_ids": "int32"}
@@ -192,7 +197,7 @@ def _positive_int(value) -> bool:
 
 
 def exports_dir(root=None) -> Path:
-    """Root folder of the zoo: `root` if given, else $ZOO_EXPORTS, else EXPORTS_DIR.
+    """Local root of the zoo, where `publish` writes: `root` if given, else $ZOO_EXPORTS, else EXPORTS_DIR.
 
     Args:
         root: str | Path | None. explicit root folder.
@@ -245,45 +250,56 @@ def verify_files(folder, card: Card) -> None:
 
 
 def list_models(root=None) -> list[str]:
-    """Sorted names of the published entries (folders with a card.json) under the zoo root.
+    """Sorted names of the entries of every root: the local root, installed entry packages, the cache.
 
     Args:
-        root: str | Path | None. zoo root (default: see `exports_dir`).
+        root: str | Path | None. local root (default: $ZOO_EXPORTS, else the checkout's exports/; see `exports_dir`).
     """
-    root = exports_dir(root)
-    if not root.is_dir():
-        return []
-    # Hidden folders are publish()'s temporary and replaced entries.
-    return sorted(p.name for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / "card.json").is_file())
+    return sorted(entries.found(root))
+
+
+def locate(name: str, root=None) -> entries.Entry:
+    """Where an entry is: the first root that has the name (`Entry.source` says which), or a URL pulled into the cache.
+
+    Args:
+        name: str. entry name, e.g. "facenet_triplet", or a hub URL ("hf://owner/repo@rev", "file:///...").
+        root: str | Path | None. local root (default: see `exports_dir`).
+    """
+    return entries.locate(name, root)
+
+
+def entry_folder(name: str, root=None) -> Path:
+    """The folder of an entry (card.json and its files); see `locate`.
+
+    Args:
+        name: str. entry name or hub URL.
+        root: str | Path | None. local root (default: see `exports_dir`).
+    """
+    return locate(name, root).folder
 
 
 def info(name: str, root=None) -> Card:
     """The card of a published entry.
 
     Args:
-        name: str. entry name, e.g. "facenet_triplet".
-        root: str | Path | None. zoo root (default: see `exports_dir`).
+        name: str. entry name, e.g. "facenet_triplet", or a hub URL.
+        root: str | Path | None. local root (default: see `exports_dir`).
     """
-    names = list_models(root)
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f"did you mean {close}? " if close else ""
-        raise KeyError(f"no zoo entry {name!r} in {exports_dir(root)}; {hint}available: {names}")
-    return Card.from_json(exports_dir(root) / name / "card.json")
+    return Card.from_json(entry_folder(name, root) / "card.json")
 
 
 def load(name: str, tower: str | None = None, root=None, verify: bool = True):
     """Load a published Keras embedder, after checking the sha256 of every file of the entry.
 
     Args:
-        name: str. entry name, e.g. "facenet_triplet".
+        name: str. entry name, e.g. "facenet_triplet", or a hub URL ("hf://owner/repo@rev", "file:///...",
+            "https://..."), pulled into the cache and checked file by file first.
         tower: str | None. tower role, e.g. "text_encoder" (default: the first tower, the image embedder).
-        root: str | Path | None. zoo root (default: see `exports_dir`).
+        root: str | Path | None. local root (default: see `exports_dir`).
         verify: bool. check the sha256 digests recorded in card.json first.
     """
-    card = info(name, root)
-    folder = exports_dir(root) / name
+    folder = entry_folder(name, root)
+    card = Card.from_json(folder / "card.json")
     role = next(iter(card.towers)) if tower is None else tower
     if role not in card.towers:
         raise KeyError(f"entry {name!r} has no tower {role!r}; towers: {list(card.towers)}")
@@ -304,8 +320,10 @@ def model_table(root=None) -> str:
     """The README's model table, in Markdown, generated from the published cards (never typed by hand)."""
     rows = ["| entry | method | trained on | held-out metric | value | literature anchor | training | int8 (gate metric change) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in list_models(root):
-        card = info(name, root)
+    # The entries published here (the local root), not those installed or pulled.
+    local = entries.local_root(root)
+    for entry in entries.folder_entries(*local) if local else []:
+        name, card = entry.name, Card.from_json(entry.folder)
         value = card.metrics[card.primary_metric]
         value = value.get("mean", value) if isinstance(value, dict) else value
         minutes = card.training.get("minutes")

@@ -57,7 +57,7 @@ def evaluate_held_out(embedder, card, quick=False):
     embed_fn = lambda images: x if images is data["images"] else embedder.embed(images)  # noqa: E731
     embed_text = None
     if card.protocol == "zero_shot":
-        embed_text = OnnxCLIP(registry.exports_dir() / card.name).encode_text
+        embed_text = OnnxCLIP(registry.entry_folder(card.name)).encode_text
     metrics = protocols.held_out(card, embed_fn, embed_text, data=data, **options)
     plot = {"embeddings": x, "labels": data["labels"], "images": data["images"]}
     if card.protocol == "verification":
@@ -86,7 +86,7 @@ def parity(name) -> float:
     import onnxruntime as ort
 
     card = registry.info(name)
-    folder = registry.exports_dir() / name
+    folder = registry.entry_folder(name)
     worst = 0.0
     with np.load(folder / "golden.npz") as golden:
         for role, tower in card.towers.items():
@@ -271,7 +271,7 @@ def evaluate_entry(name, quick=False) -> dict:
         quick: bool. fewer episodes and test images.
     """
     card = registry.info(name)
-    embedder = OnnxEmbedder(registry.exports_dir() / name)
+    embedder = OnnxEmbedder(registry.entry_folder(name))
     metrics, plot = evaluate_held_out(embedder, card, quick)
     headline = _headline(card, metrics)
     try:

@@ -4,10 +4,12 @@ This package is self-contained on purpose: it reads `card.json`, checks sha256 d
 card's preprocessing contract (`contract.py`, `images.py`: numpy), finds faces (`faces.py`: MTCNN on
 onnxruntime, weights in `mtcnn/`) and tokenises text with the standard library, so an app can copy
 `exports/<name>/` and this folder and depend only on `numpy` and `onnxruntime` (and Pillow to decode
-files, `files.py`).
+files, `files.py`). Entries are found by name in the same order as `zoo.registry` (`entries.py`: the local
+root, installed entry packages, the cache) and pulled from hub URLs into the verified cache (`hub.py`, with
+fsspec or huggingface_hub imported only then).
 
     from zoo.runtime import OnnxEmbedder
-    e = OnnxEmbedder("exports/facenet_triplet")
+    e = OnnxEmbedder("exports/facenet_triplet")  # or "facenet_triplet", "hf://owner/repo", "file:///srv/entry"
     e.embed(images)                    # (B, D) float32, L2-normalised; images of any size
     e.embed_files(["a.jpg", "b.png"])  # decoded with Pillow, then the same contract
     e.verify(a, b)                     # (same, distances) with the card's threshold
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import contract
+from . import contract, entries
 from .contract import NoFaceError
 from .files import read_image, image_files
 
@@ -121,6 +123,15 @@ def _read_checked(folder: Path, relpath: str, card: dict, verify: bool) -> bytes
     return data
 
 
+def _resolve(path) -> Path:
+    """An export folder or .onnx file as given, else the folder of an entry name or hub URL."""
+    try:
+        return entries.resolve(path)
+    except KeyError as err:
+        # The runtime's contract: a missing model is a FileNotFoundError, with the registry's hint.
+        raise FileNotFoundError(f"no export folder or ONNX file at {path}, and {err.args[0]}") from None
+
+
 def _tower_file(card: dict, input_name: str, folder: Path) -> str:
     """The ONNX file of the first tower whose input is `input_name` ("images" or "token_ids")."""
     for role, tower in (card.get("towers") or {}).items():
@@ -153,7 +164,9 @@ class OnnxEmbedder:
     """Embed images with a published ONNX embedder: (B, H, W, C) pixels -> (B, D) L2-normalised.
 
     Args:
-        path: str | Path. an export folder (with card.json) or a `.onnx` file.
+        path: str | Path. an export folder (with card.json), a `.onnx` file, an entry name found by
+            `zoo.runtime.entries` (the local root, installed entry packages, the cache of pulled entries), or a
+            hub URL (`hf://owner/repo[@rev]`, `file://`, `https://` ...), pulled into the cache and checked first.
         verify: bool. check the sha256 of the ONNX file against card.json before loading it.
         batch_size: int. images per onnxruntime call inside `embed`.
         providers: list[str] | None. onnxruntime execution providers (default: all available).
@@ -170,7 +183,7 @@ class OnnxEmbedder:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self.int8, self.int8_check = False, None
-        path = Path(path)
+        path = _resolve(path)
         if path.is_dir():
             card = read_card(path)
             relpath = _tower_file(card, "images", path)
@@ -522,14 +535,15 @@ class OnnxCLIP:
     Supervision".
 
     Args:
-        folder: str | Path. the export folder holding image_encoder.onnx and text_encoder.onnx.
+        folder: str | Path. the export folder holding image_encoder.onnx and text_encoder.onnx, or an entry name
+            or hub URL (see `OnnxEmbedder`).
         verify: bool. check the sha256 of both ONNX files against card.json.
         batch_size: int. images or texts per onnxruntime call.
         providers: list[str] | None. onnxruntime execution providers.
     """
 
     def __init__(self, folder, *, verify=True, batch_size=64, providers=None):
-        self.folder = Path(folder)
+        self.folder = _resolve(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"no export folder at {self.folder}")
         self.image = OnnxEmbedder(self.folder, verify=verify, batch_size=batch_size, providers=providers)

@@ -76,7 +76,7 @@ class Zoo:
         with self._lock:
             key = (name, clip)
             if key not in self._embedders:
-                folder = self.root / name
+                folder = registry.entry_folder(name, self.root)
                 self._embedders[key] = OnnxCLIP(folder) if clip else OnnxEmbedder(folder)
             return self._embedders[key]
 
