@@ -63,7 +63,7 @@ def measure(name, schemes, rounds) -> dict:
                   f"drop {row['fp32'] - row['int8']:+.4f} golden cos {row['golden_min_cosine']:.4f} "
                   f"{'PASS' if row['kept'] else 'FAIL'}  int8/fp32 speed b1 {row['b1']:.2f}x b256 {row['b256']:.2f}x",
                   flush=True)
-    return {"metric": protocols.GATE_METRICS[card.protocol], "schemes": rows}
+    return {"metric": protocols.for_card(card).gate, "schemes": rows}
 
 
 def format_table(results, schemes) -> str:

@@ -3,9 +3,8 @@ facenet_triplet; subjects 31-40 (never seen by either model) judge the child aga
 
     python benchmarks/own_data.py [--epochs 3] [--steps-per-epoch 20] [--out benchmarks/results/own_data.json]
 
-It writes ORL's 400 grey 92x112 faces as DIR/s<N>/<k>.png, runs
-`python recipes/facenet_triplet.py --data DIR/train --init facenet_triplet --name orl_finetuned --root R ...`
-(timed), then embeds subjects 31-40 from their files through each entry's contract (zoo.runtime:
+It writes ORL's 400 grey 92x112 faces as DIR/s<N>/<k>.png, runs `python recipes/face.py --data DIR/train
+--init facenet_triplet --name orl_finetuned --root R ...` (the preset is the parent's; timed), then embeds subjects 31-40 from their files through each entry's contract (zoo.runtime:
 MTCNN alignment, 48x48) and prints the verification metrics (zoo.protocols.verification: every
 same-subject pair and as many different-subject pairs, 10 folds) of parent and child, the parent's with the
 faces only resized to 48x48 (the baseline the issue quotes), and the card's own held-out metrics (the
@@ -68,7 +67,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         train_dir, test_files, test_labels = write_orl(tmp / "orl")
-        command = [sys.executable, str(REPO / "recipes" / "facenet_triplet.py"), "--data", str(train_dir),
+        command = [sys.executable, str(REPO / "recipes" / "face.py"), "--data", str(train_dir),
                    "--init", args.parent, "--name", "orl_finetuned", "--root", str(tmp / "R"),
                    "--workdir", str(tmp / "work"), "--epochs", str(args.epochs),
                    "--steps-per-epoch", str(args.steps_per_epoch)]
@@ -77,7 +76,7 @@ def main(argv=None):
         minutes = (time.perf_counter() - start) / 60
         child = registry.info("orl_finetuned", tmp / "R")
         results = {
-            "cpu": cpu_features(), "command": " ".join(["python", "recipes/facenet_triplet.py", *command[2:]]),
+            "cpu": cpu_features(), "command": " ".join(["python", "recipes/face.py", *command[2:]]),
             "minutes_including_publish": round(minutes, 2), "training_minutes": child.training.get("minutes"),
             "subjects_31_40": {"parent": verification_on_files(registry.exports_dir() / args.parent, test_files,
                                                                test_labels),

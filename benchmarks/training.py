@@ -60,16 +60,18 @@ FIT_VS_TAPE_TARGET = 0.9
 QUICK_STEPS = 4
 
 
-def from_recipe(name):
-    """build(steps=None) -> (compiled model, sampler, callbacks, images per step) of a recipe's default config."""
+def from_recipe(script, preset=None):
+    """build(steps=None) -> (compiled model, sampler, callbacks, images per step) of a recipe's default config
+    (of its `preset`, for a recipe with presets)."""
     def build(steps=None):
-        spec = importlib.util.spec_from_file_location(f"{name}_recipe", REPO / "recipes" / f"{name}.py")
+        sys.path.insert(0, str(REPO / "recipes"))
+        spec = importlib.util.spec_from_file_location(f"{script}_recipe", REPO / "recipes" / f"{script}.py")
         recipe = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(recipe)  # the entries are built from their recipes' configurations
-        config = recipe.Config()
+        config = recipe.PRESETS[preset].config() if preset else recipe.Config()
         if steps:
             config = dataclasses.replace(config, steps_per_epoch=steps)
-        model, sampler, callbacks = recipe.build(config)
+        model, sampler, callbacks = (recipe.build(config, preset) if preset else recipe.build(config))[:3]
         per_step = sum(len(x) for x in keras.tree.flatten(sampler[0][0]))  # e.g. 2 per pair
         return model, sampler, callbacks, per_step
     return build
@@ -85,19 +87,20 @@ def first_view_only(build):
 
 # (entry name, build(steps=None) -> (compiled model, sampler, callbacks, images per step)); others append theirs.
 ENTRIES = [
-    ("facenet_triplet", from_recipe("facenet_triplet")),
-    ("deepface_softmax", from_recipe("deepface_softmax")),
+    ("facenet_triplet", from_recipe("face", "facenet_triplet")),
+    ("deepface_softmax", from_recipe("face", "deepface_softmax")),
     ("siamese_contrastive", from_recipe("siamese_contrastive")),
-    ("simclr", from_recipe("simclr")),  # images per step: both views of each pair
-    ("barlow_twins", from_recipe("barlow_twins")),
-    ("micle", from_recipe("micle")),
-    ("context_prediction", first_view_only(from_recipe("context_prediction"))),  # 9 patches per image
+    ("simclr", from_recipe("self_supervised", "simclr")),  # images per step: both views of each pair
+    ("barlow_twins", from_recipe("self_supervised", "barlow_twins")),
+    ("micle", from_recipe("self_supervised", "micle")),
+    # 9 patches per image
+    ("context_prediction", first_view_only(from_recipe("self_supervised", "context_prediction"))),
 ]
 
 
 def fit_epoch(build, steps=None):
     """A function timing one epoch of fit() with the recipe callbacks; the graph is traced here (3 steps)."""
-    from zoo.recipe import training_callbacks
+    from zoo.training import training_callbacks
 
     model, sampler, callbacks, per_step = build(steps)
     model.fit(sampler, epochs=1, steps_per_epoch=3, shuffle=False, verbose=0)
@@ -120,7 +123,7 @@ def facenet_tape_epoch(steps=None):
     from zoo.methods.triplet import MINING
     from zoo.ops import l2_normalize
 
-    model, sampler, _, per_step = from_recipe("facenet_triplet")(steps)
+    model, sampler, _, per_step = from_recipe("face", "facenet_triplet")(steps)
     encoder, augment, optimizer = model.encoder, model.augment, model.optimizer
     triplet = MINING[model.mining]
     optimizer.build(encoder.trainable_variables)

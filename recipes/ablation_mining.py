@@ -5,8 +5,8 @@
 
 Every variant trains the facenet_triplet backbone (small ResNet, 48x48 RGB, 128-d) on the LFW
 train identities with the same augmentation, seed and budget (epochs x steps x P x K images),
-built by the facenet_triplet / deepface_softmax recipes with only the named settings changed,
-and is scored with their held-out protocol on the test identities. Writes every number to
+built by the facenet_triplet / deepface_softmax presets of recipes/face.py with only the named
+settings changed, and is scored with their held-out protocol on the test identities. Writes every number to
 benchmarks/results/ablation.json and the table between the markers in recipes/README.md.
 A variant whose exact configuration already has results in that JSON file is not retrained
 (--fresh retrains all; --smoke always does), so an interrupted ablation, or one run in parts
@@ -22,21 +22,20 @@ from pathlib import Path
 import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 
-import deepface_softmax
-import facenet_triplet
+import face
 import zoo.data
 from zoo import protocols
-from zoo.recipe import REPO, embed, train
+from zoo.training import REPO, embed, train
 
-# (row, recipe, settings changed from the recipe's defaults).
+# (row, preset of recipes/face.py, settings changed from the preset's defaults).
 VARIANTS = [
-    ("semi-hard (FaceNet)", facenet_triplet, {"mining": "semi_hard"}),
-    ("batch-hard", facenet_triplet, {"mining": "batch_hard"}),
-    ("batch-all", facenet_triplet, {"mining": "batch_all"}),
-    ("batch-hard + hard-cluster", facenet_triplet,
+    ("semi-hard (FaceNet)", "facenet_triplet", {"mining": "semi_hard"}),
+    ("batch-hard", "facenet_triplet", {"mining": "batch_hard"}),
+    ("batch-all", "facenet_triplet", {"mining": "batch_all"}),
+    ("batch-hard + hard-cluster", "facenet_triplet",
      {"mining": "batch_hard", "hard_cluster_weight": 1.0, "hard_cluster_sampler": True}),
-    ("semi-hard + CE", facenet_triplet, {"mining": "semi_hard", "classifier_weight": 1.0}),
-    ("softmax (DeepFace-style)", deepface_softmax, {}),
+    ("semi-hard + CE", "facenet_triplet", {"mining": "semi_hard", "classifier_weight": 1.0}),
+    ("softmax (DeepFace-style)", "deepface_softmax", {}),
 ]
 BUDGET = {"epochs": 10, "steps_per_epoch": 30}  # shared by every variant: 300 steps of 32 x 4 images
 START, END = "<!-- ablation:start -->", "<!-- ablation:end -->"
@@ -94,9 +93,9 @@ def main(argv=None):
         if "tar_at_far_1e-3" in done:
             done["tar@far=1e-3"] = done.pop("tar_at_far_1e-3")
     results, budget = {}, None
-    for i, (row, recipe, settings) in enumerate(VARIANTS):
-        overrides = {**(recipe.SMOKE if args.smoke else {}), **settings, **({} if args.smoke else BUDGET)}
-        config = dataclasses.replace(recipe.Config(), **overrides)
+    for i, (row, preset, settings) in enumerate(VARIANTS):
+        overrides = {**(face.PRESETS[preset].smoke if args.smoke else {}), **settings, **({} if args.smoke else BUDGET)}
+        config = dataclasses.replace(face.PRESETS[preset].config(), **overrides)
         budget = {"epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch, "p": config.p, "k": config.k}
         done = cached.get(row, {})
         if done.get("config") == dataclasses.asdict(config) and all(k in done for _, k in COLUMNS):
@@ -105,7 +104,7 @@ def main(argv=None):
         if args.only is not None and i not in args.only:
             continue
         print(f"[ablation] {row}: {overrides}", flush=True)
-        model, sampler, callbacks = recipe.build(config)
+        model, sampler, callbacks, _ = face.build(config, preset)
         run = train(model, sampler, config, argparse.Namespace(workdir=str(workdir / f"variant{i}"), fresh=True,
                                                                trained=None, train_only=False),
                     images_per_epoch=config.steps_per_epoch * config.p * config.k, callbacks=callbacks,

@@ -47,8 +47,9 @@ from zoo.data.augment import icon_styles, square_crops
 from zoo.data.samplers import CaptionSampler
 from zoo.export import publish
 from zoo.methods.clip import CLIP
-from zoo.recipe import (EMOJI_PREPROCESSING, Stopwatch, embed, load_towers, parent_record, parse_config,
-                        print_metrics, train, user_card, user_data)
+from zoo.data.kits import EMOJI_PREPROCESSING
+from zoo.finetune import parent_record, user_card, user_data
+from zoo.training import Stopwatch, embed, load_towers, parse_config, print_metrics, train
 from zoo.runtime import OnnxCLIP, Tokenizer
 
 
@@ -159,7 +160,7 @@ def tuned_part(image_tower, stages):
 def build(config, train=None, parent=None):
     """The compiled CLIP model of `config`, its training pairs and no callbacks; the pairs of the user's
     captions.csv folder when `train` is given. With `config.lock_image` (LiT), the image tower is `parent`'s
-    (`zoo.recipe.parent_entry`), locked; the model then trains the tower's last layer and its last
+    (`zoo.finetune.parent_entry`), locked; the model then trains the tower's last layer and its last
     `config.tuned_stages` stages on the locked part's features (computed once, for `config.views` views of each
     image) with the text tower, and keeps the whole image tower as `model.image_tower`."""
     keras.utils.set_random_seed(config.seed)
@@ -248,7 +249,7 @@ def main(argv=None):
     if own is None:
         # Held-out: the emoji test split, never trained on; the linear probe fits on the emoji train split.
         test, emoji_train = zoo.data.load("emoji", "test"), zoo.data.load("emoji", "train")
-        test = {**test, "images": resize(test["images"], config.image_size)}
+        test = {**test, **zoo.data.held_out_extras("emoji/test"), "images": resize(test["images"], config.image_size)}
         emoji_train = {**emoji_train, "images": resize(emoji_train["images"], config.image_size)}
         evaluate = lambda image, text: protocols.zero_shot(image, text, test, templates=TEMPLATES,  # noqa: E731
                                                            train=emoji_train)
@@ -269,7 +270,9 @@ def main(argv=None):
         return evaluate(clip.encode_image, clip.encode_text)
 
     parent = parent_record(args, "zero_shot", test, measure=parent_metrics)
-    card = {**CARD, "recipe": run.command, "extras": extras}
+    # The emoji's category and subcategory names as captions are its class labels, read in training.
+    labels = bool({"category", "subcategory"} & set(config.captions.split("+")))
+    card = {**CARD, "recipe": run.command, "extras": extras, "trained_with_labels": labels}
     if "cldr" in config.captions or "keywords" in config.captions:
         card["data_license"] += CLDR_LICENSE
         card["dataset"] = "emoji (Noto) train with CLDR names and keywords + COCO mini train"

@@ -24,7 +24,7 @@ from PIL import Image, ImageFilter
 
 import zoo.data
 from zoo import protocols, registry
-from zoo.recipe import REPO
+from zoo.training import REPO
 from zoo.runtime import OnnxCLIP
 from ssl_table import write_section
 
@@ -79,12 +79,12 @@ def measure(folder, test, templates):
 
 
 def table(root=None):
-    """(markdown, results) over the published zero_shot entries of `root`."""
-    test = zoo.data.load("emoji", "test")
+    """(markdown, results) over the published entries of `root` with a text tower's protocol (zero_shot)."""
+    test = {**zoo.data.load("emoji", "test"), **zoo.data.held_out_extras("emoji/test")}
     results = {}
     for name in registry.list_models(root):
         card = registry.info(name, root)
-        if card.protocol == "zero_shot":
+        if protocols.for_card(card).needs_text:
             results[name] = measure(registry.entry_folder(name, root), test, tuple(card.extras.get("templates") or ("{}",)))
     if not results:
         raise ValueError(f"no zero_shot entry is published in {root or 'exports/'}")

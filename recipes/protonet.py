@@ -24,13 +24,12 @@ import keras
 import numpy as np
 
 import zoo.data
-from zoo import backbones, evaluate
+from zoo import backbones, evaluate, protocols
 from zoo.data.samplers import EpisodeSampler
-from zoo.export import publish
 from zoo.methods.protonet import ProtoNet
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING, OMNIGLOT_SPLITS, Stopwatch, embed,
-                        held_out_metrics, omniglot_data, omniglot_few_shot, parent_record, parse_config,
-                        print_metrics, subset, train, user_card)
+from zoo.data.kits import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING, OMNIGLOT_SPLITS, omniglot_data,
+                           omniglot_few_shot, subset)
+from zoo.training import Stopwatch, embed, parse_config, publish_run, train
 
 
 @dataclass
@@ -57,7 +56,8 @@ SMOKE = {"way": 5, "shot": 1, "queries": 2, "episodes_per_epoch": 2, "epochs": 2
          "test_classes": 25, "test_episodes": 10, "curve_classes": 25, "curve_episodes": 5}
 
 CARD = {
-    "method": "ProtoNet", "protocol": "few_shot", "primary_metric": "lake_oneshot_runs",
+    "method": "ProtoNet", "protocol": "few_shot", "trained_with_labels": True,
+    "primary_metric": "lake_oneshot_runs",
     "dataset": "Omniglot background (30 alphabets, 964 characters x 4 rotations), 28x28",
     "splits": OMNIGLOT_SPLITS, "preprocessing": OMNIGLOT_PREPROCESSING, "data_license": OMNIGLOT_LICENSE,
     "anchor": "Snell et al. 2017 (Vinyals split, 28x28): 98.8% 5-way 1-shot, 99.7% 5-way 5-shot, "
@@ -143,22 +143,17 @@ def main(argv=None):
         unnormalised, _ = omniglot_few_shot(model.encoder, **options)
     else:
         test = own[1]
-        metrics, unnormalised = (held_out_metrics("few_shot", lambda x, m=m: embed(m, x), test, config.seed)
+        metrics, unnormalised = (protocols.get("few_shot").on_folder(lambda x, m=m: embed(m, x), test,
+                                                                     seed=config.seed)
                                  for m in (model.embedder, model.encoder))
     metrics.update({f"{key}_unnormalised": value for key, value in unnormalised.items()
                     if "way" in key or key == "lake_oneshot_runs"})
-    print_metrics(config.name, metrics)
     log = Path(args.trained or args.workdir) / "log.csv"
-    training = run.record(config, episodes=run.epochs * config.episodes_per_epoch,
-                          train_classes=len(sampler.members),  # rotations count as classes
-                          curve_minutes=round(callbacks[0].seconds / 60, 2) if callbacks else None,
-                          curve=read_curve(log, config.episodes_per_epoch) if log.is_file() and callbacks else None,
-                          data=own and own[2])
-    card = user_card({**CARD, "recipe": run.command}, args, own and own[2], parent_record(args, "few_shot", test),
-                     metrics)
-    return publish(config.name, model.embedder, card=card, metrics=metrics, training=training,
-                   golden_inputs=test["images"][:8], int8=not (args.smoke or args.data), root=args.root)
-
+    return publish_run(model.embedder, config, args, run, CARD, test, metrics, own and own[2],
+                       episodes=run.epochs * config.episodes_per_epoch,
+                       train_classes=len(sampler.members),  # rotations count as classes
+                       curve_minutes=round(callbacks[0].seconds / 60, 2) if callbacks else None,
+                       curve=read_curve(log, config.episodes_per_epoch) if log.is_file() and callbacks else None)
 
 if __name__ == "__main__":
     main()

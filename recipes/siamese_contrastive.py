@@ -31,11 +31,9 @@ import zoo.data
 from zoo import backbones, protocols
 from zoo.data.augment import characters
 from zoo.data.samplers import PairSampler
-from zoo.export import publish
 from zoo.methods.siamese import Siamese
-from zoo.recipe import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING, OMNIGLOT_SPLITS, compile_with_cosine_decay, embed,
-                        held_out_metrics, omniglot_data, omniglot_few_shot, parent_record, parse_config,
-                        print_metrics, train, user_card)
+from zoo.data.kits import OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING, OMNIGLOT_SPLITS, omniglot_data, omniglot_few_shot
+from zoo.training import compile_with_cosine_decay, embed, parse_config, publish_run, train
 
 
 @dataclass
@@ -59,7 +57,8 @@ SMOKE = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 16, "filters": 8, "cha
          "verification_pairs": 500}
 
 CARD = {
-    "method": "Siamese", "protocol": "few_shot", "primary_metric": "lake_oneshot_runs",
+    "method": "Siamese", "protocol": "few_shot", "trained_with_labels": True,
+    "primary_metric": "lake_oneshot_runs",
     "dataset": "Omniglot background (964 characters, 28x28)", "splits": OMNIGLOT_SPLITS,
     "preprocessing": OMNIGLOT_PREPROCESSING,
     "data_license": OMNIGLOT_LICENSE,
@@ -108,18 +107,12 @@ def main(argv=None):
         metrics, test = omniglot_few_shot(model.embedder, seed=config.seed)
     else:
         test = own[1]
-        metrics = held_out_metrics("few_shot", lambda x: embed(model.embedder, x), test, config.seed)
+        metrics = protocols.get("few_shot").on_folder(lambda x: embed(model.embedder, x), test, seed=config.seed)
     verification = protocols.verification(lambda x: embed(model.embedder, x), test, pairs=config.verification_pairs)
-    metrics = {**verification, **metrics}
-    print_metrics(config.name, metrics)
     extras = {"margin": config.margin, "preprocessing": "ink = 1 - x / 255 inside the graph"}
-    card = user_card({**CARD, "recipe": run.command, "extras": extras}, args, own and own[2],
-                     parent_record(args, "few_shot", test), metrics)
-    return publish(config.name, model.embedder, card=card, metrics=metrics, threshold=metrics["threshold"],
-                   training=run.record(config, steps=config.epochs * config.steps_per_epoch, seed=config.seed,
-                                       data=own and own[2]),
-                   golden_inputs=test["images"][:8], int8=not (args.smoke or args.data), root=args.root)
-
+    return publish_run(model.embedder, config, args, run, {**CARD, "extras": extras}, test,
+                       {**verification, **metrics}, own and own[2], steps=config.epochs * config.steps_per_epoch,
+                       seed=config.seed)
 
 if __name__ == "__main__":
     main()

@@ -105,7 +105,7 @@ def test_lit_trains_the_last_image_layers_and_the_text_tower_only(monkeypatch, t
     import importlib.util
     from pathlib import Path
 
-    from zoo.recipe import parent_entry
+    from zoo.finetune import parent_entry
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "recipes"))
     spec = importlib.util.spec_from_file_location("clip_recipe", Path(__file__).resolve().parent.parent / "recipes"

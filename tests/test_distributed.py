@@ -227,11 +227,11 @@ def test_without_the_global_batch_each_replica_would_see_only_its_rows(steps, na
 
 @pytest.mark.distributed
 def test_simclr_smoke_on_two_jax_devices_publishes_and_records_them(tmp_path):
-    """`recipes/simclr.py --smoke --devices 2` on JAX with 2 virtual CPU devices: trains, publishes into --smoke's
+    """`recipes/self_supervised.py --preset simclr --smoke --devices 2` on JAX with 2 virtual CPU devices: trains, publishes into --smoke's
     default root (runs/smoke-exports, here a temporary --root), and the card's training record says 2 devices."""
     from zoo.registry import Card, verify_files
 
-    done = subprocess.run([sys.executable, str(REPO / "recipes" / "simclr.py"), "--smoke", "--devices", "2",
+    done = subprocess.run([sys.executable, str(REPO / "recipes" / "self_supervised.py"), "--preset", "simclr", "--smoke", "--devices", "2",
                            "--root", str(tmp_path / "exports"), "--workdir", str(tmp_path / "work")],
                           env=_env("jax"), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -248,7 +248,7 @@ def test_simclr_smoke_on_two_jax_devices_publishes_and_records_them(tmp_path):
 @pytest.mark.distributed
 @pytest.mark.multibackend
 def test_more_devices_than_the_machine_has_are_refused_with_the_way_to_get_them(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "recipes" / "simclr.py"), "--smoke", "--devices", "3",
+    done = subprocess.run([sys.executable, str(REPO / "recipes" / "self_supervised.py"), "--preset", "simclr", "--smoke", "--devices", "3",
                            "--root", str(tmp_path / "exports"), "--workdir", str(tmp_path / "work")],
                           env=_env(devices=2), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2

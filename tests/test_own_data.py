@@ -13,7 +13,7 @@ import zoo
 import zoo.data
 from zoo import registry
 from zoo.data.folders import read_folder, split_classes
-from zoo.recipe import EMOJI_PREPROCESSING, OMNIGLOT_PREPROCESSING
+from zoo.data.kits import EMOJI_PREPROCESSING, OMNIGLOT_PREPROCESSING
 from zoo.runtime import read_image
 from zoo.runtime.contract import prepare
 
@@ -139,7 +139,8 @@ def orl_folder(root, subjects, per_subject=4):
 def test_a_split_that_holds_out_one_class_is_refused_before_training(tmp_path):
     from dataclasses import dataclass
 
-    from zoo.recipe import parse_config, user_data
+    from zoo.finetune import user_data
+    from zoo.training import parse_config
 
     @dataclass
     class Config:
@@ -154,14 +155,14 @@ def test_a_split_that_holds_out_one_class_is_refused_before_training(tmp_path):
 @pytest.mark.slow
 def test_smoke_fine_tune_parent_to_child_to_zoo_load(tmp_path, monkeypatch):
     root = tmp_path / "R"
-    parent = run_recipe("facenet_triplet", ["--smoke", "--root", str(root), "--workdir", str(tmp_path / "w1")],
-                        monkeypatch)
+    parent = run_recipe("face", ["--preset", "facenet_triplet", "--smoke", "--root", str(root), "--workdir",
+                                 str(tmp_path / "w1")], monkeypatch)
     faces = orl_folder(tmp_path / "faces", range(8))
-    child = run_recipe("facenet_triplet", ["--smoke", "--data", str(faces), "--init", str(root / parent.name),
-                                           "--name", "child", "--root", str(root), "--workdir", str(tmp_path / "w2")],
-                       monkeypatch)
+    # No --preset: the parent's card names it (facenet_triplet).
+    child = run_recipe("face", ["--smoke", "--data", str(faces), "--init", str(root / parent.name), "--name", "child",
+                                "--root", str(root), "--workdir", str(tmp_path / "w2")], monkeypatch)
     assert child.name == "child" and (root / "child" / "card.json").is_file()
-    assert child.recipe.startswith("python recipes/facenet_triplet.py --smoke --data ")  # the script, not --name
+    assert child.recipe.startswith("python recipes/face.py --preset facenet_triplet --smoke --data ")  # not --name
     assert child.training["data"]["layout"] == "labelled" and child.training["data"]["held_out_classes"] == 2
     assert child.training["config"]["widths"] == parent.training["config"]["widths"]  # the parent's options
     record = child.extras["parent"]
@@ -181,8 +182,9 @@ def test_simclr_on_an_unlabelled_folder_and_clip_on_captions(tmp_path, monkeypat
     flat.mkdir()
     for i, image in enumerate(drawings(40)):
         Image.fromarray(image).save(flat / f"{i}.png")
-    card = run_recipe("simclr", ["--smoke", "--data", str(flat), "--name", "mine", "--root", str(tmp_path / "R"),
-                                 "--workdir", str(tmp_path / "w1")], monkeypatch)
+    card = run_recipe("self_supervised", ["--preset", "simclr", "--smoke", "--data", str(flat), "--name", "mine",
+                                          "--root", str(tmp_path / "R"), "--workdir", str(tmp_path / "w1")],
+                      monkeypatch)
     assert card.primary_metric == "copy_recall@1" and card.metrics["images"] == 10  # 25% of 40 held out
     assert card.training["data"]["layout"] == "unlabelled"
     pairs = tmp_path / "pairs"

@@ -15,44 +15,72 @@ import keras
 import numpy as np
 import pytest
 
-import zoo.recipe
+import zoo.training
 from zoo import protocols, registry
 from zoo.runtime import OnnxEmbedder
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-# name -> (method, protocol, primary metric)
-ENTRIES = {
-    "facenet_triplet": ("Triplet", "verification", "verification_accuracy"),
-    "deepface_softmax": ("Classifier", "verification", "verification_accuracy"),
-    "siamese_contrastive": ("Siamese", "few_shot", "lake_oneshot_runs"),
-    "protonet": ("ProtoNet", "few_shot", "lake_oneshot_runs"),
-    "simclr": ("SimCLR", "self_supervised", "5way1shot"),
-    "barlow_twins": ("BarlowTwins", "self_supervised", "5way1shot"),
-    "micle": ("MICLe", "self_supervised", "5way1shot"),
-    "context_prediction": ("ContextPrediction", "self_supervised", "5way1shot"),
-    "clip": ("CLIP", "zero_shot", "image_to_text_recall@5"),
-}
-# Some of each protocol's metrics (their names are defined once, in zoo.protocols).
-PROTOCOL_METRICS = {
-    "verification": {"verification_accuracy", "auc", "tar@far=1e-3", "threshold", "recall@1"},
-    "few_shot": {"5way1shot", "20way5shot", "lake_oneshot_runs", "recall@1"},
-    "self_supervised": {"5way1shot", "20way5shot", "lake_oneshot_runs", "recall@1"},
-    "zero_shot": {"image_to_text_recall@5", "zero_shot_category_top1", "linear_probe_category_top1"},
-}
+TABLES = {"ablation_mining", "ssl_table", "clip_shift"}  # recipes that make tables, not entries
 
 
-def test_every_recipe_is_listed():
-    tables = {"ablation_mining", "ssl_table", "clip_shift"}
-    assert {p.stem for p in RECIPES.glob("*.py")} - tables == set(ENTRIES)
-
-
-def load_recipe(name, monkeypatch):
+def load_recipe(name, monkeypatch=None):
     """Import recipes/<name>.py as a module (the recipes folder on sys.path, as when run as a script)."""
-    monkeypatch.syspath_prepend(str(RECIPES))
+    if monkeypatch is not None:
+        monkeypatch.syspath_prepend(str(RECIPES))
+    elif str(RECIPES) not in sys.path:
+        sys.path.insert(0, str(RECIPES))
     spec = importlib.util.spec_from_file_location(f"{name}_recipe", RECIPES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def recipe_runs() -> dict:
+    """entry name -> (script, preset) of every entry a recipe makes: each preset of a recipe with presets, else
+    the script's own Config under its default name."""
+    runs = {}
+    for script in sorted(p.stem for p in RECIPES.glob("*.py") if p.stem not in TABLES):
+        module = load_recipe(script)
+        for preset, spec in (getattr(module, "PRESETS", None) or {None: None}).items():
+            config = spec.config() if spec else module.Config()
+            runs[config.name] = (script, preset)
+    return runs
+
+
+RUNS = recipe_runs()
+# Some of each protocol's metrics (their names are defined once, in zoo.protocols).
+PROTOCOL_METRICS = {
+    "verification": {"verification_accuracy", "auc", "tar@far=1e-3", "threshold", "recall@1"},
+    "few_shot": {"5way1shot", "20way5shot", "lake_oneshot_runs", "recall@1"},
+    "zero_shot": {"image_to_text_recall@5", "zero_shot_category_top1", "linear_probe_category_top1"},
+}
+
+
+def test_every_published_entry_is_made_by_a_recipe_run():
+    """Each recipe run's entry is published, and each published card's command names a recipe (and a preset of
+    it) that exists: the card's `recipe` replays the entry."""
+    published = set(registry.list_models())
+    assert set(RUNS) <= published
+    for name in published:
+        command = registry.info(name).recipe.split()
+        script = Path(command[1]).stem
+        assert (RECIPES / f"{script}.py").is_file(), (name, command)
+        if "--preset" in command:
+            assert (script, command[command.index("--preset") + 1]) in RUNS.values(), (name, command)
+
+
+def smoke_args(name) -> list:
+    script, preset = RUNS[name]
+    return (["--preset", preset] if preset else []) + ["--smoke"]
+
+
+def build_smoke_model(recipe, name):
+    """The training model of an entry's --smoke config (weights fresh)."""
+    preset = RUNS[name][1]
+    if preset is None:
+        return recipe.build(recipe.Config(**recipe.SMOKE))[0]
+    spec = recipe.PRESETS[preset]
+    return recipe.build(spec.config(**spec.smoke), preset)[0]
 
 
 def value(metric):
@@ -60,13 +88,15 @@ def value(metric):
 
 
 def check_card(name, card, folder):
-    """What every smoke card holds: the entry's method and protocol, the protocol's metrics, every format."""
-    method, protocol, primary = ENTRIES[name]
-    assert (card.name, card.method, card.protocol, card.primary_metric) == (name, method, protocol, primary)
-    assert PROTOCOL_METRICS[protocol] <= set(card.metrics)
-    for key in PROTOCOL_METRICS[protocol] - {"threshold"}:
+    """What every smoke card holds: the published entry's method, protocol and primary metric, the protocol's
+    metrics, every format."""
+    published = registry.info(name)
+    assert (card.name, card.method, card.protocol, card.primary_metric, card.trained_with_labels) == (
+        name, published.method, published.protocol, published.primary_metric, published.trained_with_labels)
+    assert PROTOCOL_METRICS[card.protocol] <= set(card.metrics)
+    for key in PROTOCOL_METRICS[card.protocol] - {"threshold"}:
         assert 0.0 <= value(card.metrics[key]) <= 1.0, key
-    assert card.recipe == f"python recipes/{name}.py --smoke"
+    assert card.recipe == " ".join(["python", f"recipes/{RUNS[name][0]}.py", *smoke_args(name)])
     assert card.int8 is None  # --smoke publishes without int8 (its gate runs the full held-out protocol)
     registry.verify_files(folder, card)
     for spec in card.towers.values():
@@ -78,26 +108,27 @@ def check_card(name, card, folder):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ENTRIES)
+@pytest.mark.parametrize("name", RUNS)
 def test_train_only_on_jax_then_trained_on_tensorflow_publishes_those_weights(name, tmp_path, monkeypatch):
     trained = tmp_path / "trained"
-    done = subprocess.run([sys.executable, str(RECIPES / f"{name}.py"), "--smoke", "--train-only", "--workdir",
-                           str(trained), "--root", str(tmp_path / "not-published")],
+    script = RUNS[name][0]
+    done = subprocess.run([sys.executable, str(RECIPES / f"{script}.py"), *smoke_args(name), "--train-only",
+                           "--workdir", str(trained), "--root", str(tmp_path / "not-published")],
                           env=dict(os.environ, KERAS_BACKEND="jax"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert not (tmp_path / "not-published").exists()  # --train-only publishes nothing
     record = json.loads((trained / "trained.json").read_text())
     assert record["backend"] == "jax" and record["epochs"] >= 1 and record["images"] > 0
 
-    recipe = load_recipe(name, monkeypatch)
-    card = recipe.main(["--smoke", "--trained", str(trained), "--root", str(tmp_path / "exports"),
+    recipe = load_recipe(script, monkeypatch)
+    card = recipe.main([*smoke_args(name), "--trained", str(trained), "--root", str(tmp_path / "exports"),
                         "--workdir", str(tmp_path / "publish")])
     folder = tmp_path / "exports" / name
     check_card(name, card, folder)
     assert card.training["backend"] == "jax" and card.training["machine"] == record["machine"]
     assert not (tmp_path / "publish" / "log.csv").exists()  # nothing was trained here
     # The published tower is the JAX-trained one.
-    model = recipe.build(recipe.Config(**recipe.SMOKE))[0]
+    model = build_smoke_model(recipe, name)
     model.load_weights(str(trained / "trained.weights.h5"))
     with np.load(folder / "golden.npz") as golden:
         x = golden[f"{next(iter(card.towers))}__inputs"]
@@ -140,13 +171,13 @@ def test_precision_mixed_bfloat16_trains_in_16_bits_and_publishes_float32(tmp_pa
 
     recipe = load_recipe("protonet", monkeypatch)
     seen = []
-    original = zoo.recipe.to_float32
+    original = zoo.training.to_float32
 
     def recording(model):  # the layers' policies of the model that fit() trained
         seen.append({layer.dtype_policy.name for layer in model._flatten_layers()})
         original(model)
 
-    monkeypatch.setattr(zoo.recipe, "to_float32", recording)
+    monkeypatch.setattr(zoo.training, "to_float32", recording)
     try:
         card = recipe.main(["--smoke", "--precision", "mixed_bfloat16", "--root", str(tmp_path / "exports"),
                             "--workdir", str(tmp_path / "work")])
@@ -195,10 +226,11 @@ class Interrupted(Exception):
 
 
 def test_an_interrupted_run_resumes_from_the_next_epoch(tmp_path, monkeypatch):
-    recipe = load_recipe("facenet_triplet", monkeypatch)
-    config = dataclasses.replace(recipe.Config(), **{**recipe.SMOKE, "epochs": 3})
+    recipe = load_recipe("face", monkeypatch)
+    preset = recipe.PRESETS["facenet_triplet"]
+    config = dataclasses.replace(preset.config(), **{**preset.smoke, "epochs": 3})
     args = argparse.Namespace(workdir=str(tmp_path / "run"), fresh=False, trained=None, train_only=False)
-    original = zoo.recipe.training_callbacks
+    original = zoo.training.training_callbacks
 
     def interrupt_after_first_epoch(workdir, fresh=False):
         def stop(epoch, logs=None):
@@ -208,14 +240,14 @@ def test_an_interrupted_run_resumes_from_the_next_epoch(tmp_path, monkeypatch):
         return original(workdir, fresh) + [keras.callbacks.LambdaCallback(on_epoch_end=stop)]
 
     def fit(model, sampler, callbacks):
-        return zoo.recipe.train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * 8,
-                                callbacks=callbacks, shuffle=False)
+        return zoo.training.train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * 8,
+                                  callbacks=callbacks, shuffle=False)
 
-    monkeypatch.setattr(zoo.recipe, "training_callbacks", interrupt_after_first_epoch)
+    monkeypatch.setattr(zoo.training, "training_callbacks", interrupt_after_first_epoch)
     with pytest.raises(Interrupted):
-        fit(*recipe.build(config))
-    monkeypatch.setattr(zoo.recipe, "training_callbacks", original)
-    model, sampler, callbacks = recipe.build(config)
+        fit(*recipe.build(config, "facenet_triplet")[:3])
+    monkeypatch.setattr(zoo.training, "training_callbacks", original)
+    model, sampler, callbacks, _ = recipe.build(config, "facenet_triplet")
     run = fit(model, sampler, callbacks)
     with open(tmp_path / "run" / "log.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]  # the second run started at epoch 1
@@ -257,8 +289,9 @@ def test_ssl_table_measures_the_published_entries_and_the_floor(tmp_path, monkey
     argv = ["--readme", str(readme), "--episodes", "20", "--classes", "30"]
     text = table.main(argv)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    published = set(registry.list_models())
-    expected = ["raw pixels (floor)", "conv4, random weights"] + [f"`{n}`" for n, _ in table.ENTRIES if n in published]
+    omniglot = [n for n in sorted(registry.list_models()) if registry.info(n).splits.get("test") == "omniglot/evaluation"
+                and registry.info(n).input_shape == (28, 28, 1)]
+    expected = ["raw pixels (floor)", "conv4, random weights"] + [f"`{n}`" for n in omniglot]
     assert [r.split(" | ")[0][2:] for r in rows] == expected
     # The floor's features by hand: unit vectors of the ink-bright pixels.
     import zoo.data
@@ -302,7 +335,7 @@ def test_a_config_field_added_after_a_run_matches_only_at_its_default():
         styles: bool = False  # added after the run below
 
     recorded = {"epochs": 3}
-    assert zoo.recipe.same_config(recorded, Config(epochs=3))
-    assert not zoo.recipe.same_config(recorded, Config(epochs=3, styles=True))
-    assert not zoo.recipe.same_config(recorded, Config(epochs=2))
-    assert not zoo.recipe.same_config({"epochs": 3, "gone": 1}, Config(epochs=3))
+    assert zoo.training.same_config(recorded, Config(epochs=3))
+    assert not zoo.training.same_config(recorded, Config(epochs=3, styles=True))
+    assert not zoo.training.same_config(recorded, Config(epochs=2))
+    assert not zoo.training.same_config({"epochs": 3, "gone": 1}, Config(epochs=3))

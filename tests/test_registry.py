@@ -24,7 +24,8 @@ CARD = {
     "name": "facenet_triplet", "method": "Triplet", "dataset": "lfw",
     "splits": {"train": "lfw/train", "test": "lfw/test"}, "input_shape": [48, 48, 3], "embedding_dim": 64,
     "metric": "cosine", "threshold": 1.1, "metrics": {"accuracy": 0.81, "few_shot": {"mean": 0.5, "ci95": 0.01}},
-    "primary_metric": "accuracy", "protocol": "verification", "anchor": "FaceNet 99.63% (full LFW)",
+    "primary_metric": "accuracy", "protocol": "verification", "trained_with_labels": True,
+    "anchor": "FaceNet 99.63% (full LFW)",
     "recipe": "python recipes/facenet_triplet.py", "paper": "Schroff et al. 2015", "data_license": "unknown",
     "created": "2025-01-02T03:04:05+00:00", "training": {"steps": 10, "backend": "tensorflow"},
     "towers": {"embedder": {"input": "images", "shape": [48, 48, 3], "dtype": "float32", "onnx": "embedder.onnx",
@@ -48,6 +49,13 @@ def write_entry(root, name, **changes):
     (folder / "sub" / "empty.bin").write_bytes(b"")
     (folder / "card.json").write_text(json.dumps(card_dict(name=name, **changes)))
     return folder
+
+
+def test_an_older_self_supervised_card_reads_as_few_shot_without_labels():
+    card = Card.from_json(card_dict(protocol="self_supervised", trained_with_labels=None))
+    assert (card.protocol, card.trained_with_labels) == ("few_shot", False)
+    with pytest.raises(ValueError, match="trained_with_labels must be true, false or null"):
+        Card.from_json(card_dict(trained_with_labels="yes"))
 
 
 def test_card_round_trip():

@@ -235,7 +235,7 @@ def test_report_refuses_a_folder_it_did_not_write(tmp_path, monkeypatch, capsys)
 
 
 def test_fresh_removes_only_a_backup_keras_wrote(tmp_path):
-    from zoo.recipe import training_callbacks
+    from zoo.training import training_callbacks
 
     backup = tmp_path / "run" / "backup"
     backup.mkdir(parents=True)

@@ -8,7 +8,6 @@ benchmarks/hostile_uploads.py for those).
 """
 
 import io
-import json
 import os
 import socket
 import time

@@ -163,7 +163,7 @@ def test_tensorflow_runs_onednn_after_import_zoo():
 def test_a_mixed_precision_fit_turns_back_into_the_float32_model(policy, make_images):
     """`--precision` (zoo.recipe): fit() under a mixed policy computes in 16 bits with float32 weights (mixed_float16
     with Keras' loss scaling); `to_float32` then makes the same model compute what a float32 build computes."""
-    from zoo.recipe import to_float32
+    from zoo.training import to_float32
 
     images = make_images(32, size=28)
     labels = np.repeat(np.arange(8), 4)

@@ -372,3 +372,14 @@ def embedder_from(encoder, name="embedder"):
     inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name=encoder.input_names[0] if hasattr(encoder, "input_names") else spec.name)
     embeddings = layers.UnitNormalization(axis=-1, name="embeddings")(encoder(inputs))
     return keras.Model(inputs, embeddings, name=name)
+
+
+def face_resnet(widths, embedding_dim):
+    """The small ResNet of the LFW entries (48x48 RGB), its last layer a linear map to `embedding_dim`.
+
+    Args:
+        widths: str. stage widths, e.g. "16-32-64-128".
+        embedding_dim: int. D.
+    """
+    return small_resnet((48, 48, 3), widths=tuple(int(w) for w in widths.split("-")), output_dim=embedding_dim,
+                        name="face_encoder")

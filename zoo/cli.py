@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo import registry
+from zoo import protocols, registry
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 
@@ -118,12 +118,10 @@ def cmd_list(args):
     rows = [("name", "method", "input", "D", "primary metric", "int8", "dataset", "source")]
     for name in sorted(found):
         card = registry.Card.from_json(found[name][0].folder)
-        value = card.metrics[card.primary_metric]
-        value = value.get("mean", value) if isinstance(value, dict) else value  # few-shot: mean over episodes
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = protocols.headline(card)  # few-shot: the mean over episodes
         dataset = card.dataset if len(card.dataset) <= 48 else card.dataset[:45] + "..."
         rows.append((name, card.method, "x".join(map(str, card.input_shape)), str(card.embedding_dim),
-                     f"{card.primary_metric} {value:.3f}" if number else card.primary_metric,
+                     f"{card.primary_metric} {value:.3f}",
                      "yes" if (card.int8 or {}).get("kept") else "no", dataset, found[name][0].describe()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -24,7 +24,6 @@ __all__ = ["Card", "EXPORTS_DIR", "exports_dir", "list_models", "info", "load", 
 # Default local root of the zoo: `exports/` next to the `zoo` package; `ZOO_EXPORTS` or `root=` take its place.
 EXPORTS_DIR = entries.EXPORTS_DIR
 
-PROTOCOLS = ("verification", "few_shot", "self_supervised", "zero_shot")
 TOWER_INPUTS = {"images": "float32", "token_ids": "int32"}
 _TOWER_KEYS = ("input", "shape", "dtype", "onnx", "keras", "saved_model")
 _INT8_KEYS = ("fp32", "int8", "kept", "calibration_images")
@@ -45,7 +44,10 @@ class Card:
         threshold: float | None. same identity when the Euclidean distance of the embeddings is <= threshold.
         metrics: dict. held-out metrics computed by the recipe's evaluation.
         primary_metric: str. key of `metrics` that ranks the entry (higher is better).
-        protocol: str. one of PROTOCOLS: which held-out evaluation `zoo report` runs.
+        protocol: str. a protocol of `zoo.protocols` (`zoo.protocols.names()`): which held-out evaluation the
+            card's metrics come from and `zoo report` runs. Older cards' "self_supervised" reads as "few_shot" with
+            `trained_with_labels` False.
+        trained_with_labels: bool | None. whether training read class labels (None: not recorded).
         anchor: str. literature reference value to compare with.
         recipe: str. command that reproduces the entry.
         paper: str. reference of the method.
@@ -76,6 +78,7 @@ class Card:
     metrics: dict
     primary_metric: str
     protocol: str
+    trained_with_labels: bool | None = None
     anchor: str = ""
     recipe: str
     paper: str
@@ -109,8 +112,17 @@ class Card:
             if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
                 raise ValueError(f"{where}: threshold must be a float or None, got {self.threshold!r}")
             object.__setattr__(self, "threshold", float(self.threshold))
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"{where}: protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        from zoo import protocols
+
+        if self.protocol in protocols.ALIASES:
+            object.__setattr__(self, "protocol", protocols.ALIASES[self.protocol])
+            if self.trained_with_labels is None:
+                object.__setattr__(self, "trained_with_labels", False)
+        if self.protocol not in protocols.names():
+            raise ValueError(f"{where}: protocol must be one of {list(protocols.names())}, got {self.protocol!r}")
+        if self.trained_with_labels is not None and not isinstance(self.trained_with_labels, bool):
+            raise ValueError(f"{where}: trained_with_labels must be true, false or null, got "
+                             f"{self.trained_with_labels!r}")
         if self.primary_metric not in self.metrics:
             raise ValueError(f"{where}: primary_metric {self.primary_metric!r} is not a key of metrics "
                              f"{sorted(self.metrics)}")
@@ -318,14 +330,15 @@ def import_custom_layers() -> None:
 
 def model_table(root=None) -> str:
     """The README's model table, in Markdown, generated from the published cards (never typed by hand)."""
+    from zoo import protocols
+
     rows = ["| entry | method | trained on | held-out metric | value | literature anchor | training | int8 (gate metric change) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     # The entries published here (the local root), not those installed or pulled.
     local = entries.local_root(root)
     for entry in entries.folder_entries(*local) if local else []:
         name, card = entry.name, Card.from_json(entry.folder)
-        value = card.metrics[card.primary_metric]
-        value = value.get("mean", value) if isinstance(value, dict) else value
+        value = protocols.headline(card)
         minutes = card.training.get("minutes")
         int8 = "-" if not card.int8 else (f"{'kept' if card.int8.get('kept') else 'dropped'} "
                                           f"({card.int8['int8'] - card.int8['fp32']:+.3f})")

@@ -16,25 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo import evaluate, protocols, registry
+from zoo import protocols, registry
 from zoo.runtime import OnnxCLIP, OnnxEmbedder
 from zoo.runtime.writes import write_folder
 
 FEW_SHOT_SETTINGS = protocols.FEW_SHOT_SETTINGS
-QUICK_EPISODES = 100
-QUICK_CHARACTERS = 100  # Omniglot evaluation characters kept by --quick (of 659)
-QUICK_LFW_PAIRS = 1000  # same-identity pairs kept by --quick (as many different ones are drawn)
 LATENCY_REPEATS = 50
 MANIFEST = "zoo-report.json"  # the files a report folder holds, so that only such a folder is ever replaced
-
-
-def _subsample_classes(data, n_classes, seed=0) -> dict:
-    """Keep all images of `n_classes` seeded-random classes (--quick)."""
-    classes = np.unique(data["labels"])
-    if len(classes) <= n_classes:
-        return data
-    keep = np.isin(data["labels"], np.random.default_rng(seed).choice(classes, n_classes, replace=False))
-    return {"images": data["images"][keep], "labels": data["labels"][keep]}
 
 
 def evaluate_held_out(embedder, card, quick=False):
@@ -43,35 +31,25 @@ def evaluate_held_out(embedder, card, quick=False):
     Args:
         embedder: OnnxEmbedder. the entry's image tower.
         card: Card. its card: the protocol and held-out split are named there.
-        quick: bool. fewer episodes, characters and pairs (the card's numbers need the full protocol).
+        quick: bool. the protocol's quick run: fewer episodes, classes or pairs (the card's numbers need the
+            full protocol).
     """
-    data = dict(protocols.test_data(card))
-    options = {}
-    if quick and card.protocol in ("few_shot", "self_supervised"):
-        data.update(_subsample_classes(data, QUICK_CHARACTERS))
-        options["episodes"] = QUICK_EPISODES
-    elif quick and card.protocol == "verification":
-        options["pairs"] = QUICK_LFW_PAIRS
-    data["images"] = np.asarray(data["images"], np.float32)
+    protocol = protocols.for_card(card)
+    data, options = protocol.shrink(protocols.test_data(card)) if quick else (protocols.test_data(card), {})
+    data = {**data, "images": np.asarray(data["images"], np.float32)}
     x = embedder.embed(data["images"])  # (N, D), embedded once for the metrics and the plots
     embed_fn = lambda images: x if images is data["images"] else embedder.embed(images)  # noqa: E731
-    embed_text = None
-    if card.protocol == "zero_shot":
-        embed_text = OnnxCLIP(registry.entry_folder(card.name)).encode_text
+    embed_text = OnnxCLIP(registry.entry_folder(card.name)).encode_text if protocol.needs_text else None
     metrics = protocols.held_out(card, embed_fn, embed_text, data=data, **options)
-    plot = {"embeddings": x, "labels": data["labels"], "images": data["images"]}
-    if card.protocol == "verification":
-        a, b, same = evaluate.verification_pairs(data["labels"], options.get("pairs"), seed=0)
-        plot["roc"] = evaluate.verification(x[a], x[b], same, folds=10)["roc"]
+    plot = {"embeddings": x, "labels": data["labels"], "images": data["images"],
+            **protocol.figure_data(x, data, options)}
     return metrics, plot
 
 
 def _headline(card, metrics) -> tuple[str, float]:
     """The card's primary metric as recomputed here (a {mean, ci95} metric by its mean)."""
-    value = metrics.get(card.primary_metric)
-    value = value["mean"] if isinstance(value, dict) else value
     name, split = card.splits.get("test", "?/?").split("/")
-    return f"{name}/{split} {card.primary_metric}", float(value)
+    return f"{name}/{split} {card.primary_metric}", protocols.Protocol.value(metrics.get(card.primary_metric))
 
 
 # --- parity and latency -----------------------------------------------------------------------
@@ -343,11 +321,11 @@ def _write(out: Path, names, quick) -> list[dict]:
 
     ok = [r for r in results if "error" not in r]
     plots = []
-    verification = [r for r in ok if r["card"].protocol == "verification"]
+    verification = [r for r in ok if protocols.for_card(r["card"]).figure == "roc"]
     if verification:
         _plot_roc(verification, out / "roc.png")
         plots.append(("ROC curves, verification entries", "roc.png"))
-    few_shot = [r for r in ok if r["card"].protocol in ("few_shot", "self_supervised")]
+    few_shot = [r for r in ok if protocols.for_card(r["card"]).figure == "few_shot"]
     if few_shot:
         _plot_few_shot(few_shot, out / "few_shot.png")
         plots.append(("Few-shot accuracy by way and shot (95% CI)", "few_shot.png"))

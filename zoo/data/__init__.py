@@ -153,6 +153,27 @@ def omniglot_oneshot_runs(size=28):
     return out
 
 
+def sized(name) -> bool:
+    """Whether `load(name, split, size=...)` takes a size (Omniglot comes at 28 and 105)."""
+    return name == "omniglot"
+
+
+def held_out_extras(spec, size=None) -> dict:
+    """What a held-out split brings for the protocols beyond its arrays: Lake's one-shot runs on Omniglot's
+    evaluation alphabets (`runs`), the emoji categories described by their subcategories' names
+    (`category_descriptions`); {} for the others.
+
+    Args:
+        spec: str. "dataset/split".
+        size: int | None. the image side (Omniglot's runs come at 28 and 105).
+    """
+    if spec == "omniglot/evaluation":
+        return {"runs": omniglot_oneshot_runs(size=size or 28)}
+    if spec.startswith("emoji/"):
+        return {"category_descriptions": emoji_category_descriptions()}
+    return {}
+
+
 def emoji_category_descriptions():
     """Each of the 10 emoji categories named by itself and its subcategories (the Unicode emoji
     taxonomy), read off the train split: [['Activities', 'arts & crafts', 'award-medal', ...], ...],

@@ -42,7 +42,7 @@ __all__ = ["publish", "reexport", "exporters", "quantize", "int8_gate", "full_ra
 
 # The card's static fields a recipe passes as data (`card=`); see `zoo.registry.Card`.
 CARD_FIELDS = ("method", "dataset", "splits", "protocol", "primary_metric", "recipe", "paper", "data_license",
-               "anchor", "extras", "preprocessing")
+               "anchor", "extras", "preprocessing", "trained_with_labels")
 _REQUIRED = CARD_FIELDS[:8]
 # Caller's backend (e.g. JAX) vs the same .keras on TensorFlow: different kernels, so float32 round-off differs.
 CROSS_BACKEND_ATOL = 1e-4
@@ -99,10 +99,10 @@ def publish(name, towers, *, card, metrics, training=None, threshold=None, golde
     if specs[first]["input"] != "images":
         raise ValueError(f"the first tower ({first!r}) must take 'images'; got {specs[first]['input']!r}")
     if int8:
-        from zoo.protocols import GATE_METRICS, check_gate_splits
+        from zoo import protocols
 
-        if fields["protocol"] in GATE_METRICS:
-            check_gate_splits(fields["splits"], ("train", "test") if calibration_images is None else ("test",))
+        if protocols.get(fields["protocol"]).gate is not None:
+            protocols.check_gate_splits(fields["splits"], ("train", "test") if calibration_images is None else ("test",))
     if calibration_images is not None:
         calibration_images = _calibration_sample(calibration_images, specs[first]["shape"])
     golden = _golden_inputs(golden_inputs, specs)

@@ -44,7 +44,8 @@ def export(folder, card, towers, golden, context):
     from zoo import protocols
     from zoo.runtime import cpu_features, int8_cpu_class
 
-    if not context.get("int8") or card.protocol not in protocols.GATE_METRICS:
+    protocol = protocols.for_card(card)
+    if not context.get("int8") or protocol.gate is None:
         return card
     role, spec = next(iter(card.towers.items()))
     int8_path = folder / f"{role}.int8.onnx"
@@ -63,7 +64,7 @@ def export(folder, card, towers, golden, context):
     kept = gate["kept"]
     record = {**gate, "file": int8_path.name if kept else None, "scheme": scheme if kept else None,
               "format": describe(scheme) if kept else None, "tried": tried,
-              "metric": protocols.GATE_METRICS[card.protocol], "max_drop": INT8_MAX_DROP,
+              "metric": protocol.gate, "max_drop": INT8_MAX_DROP,
               "min_cosine": INT8_MIN_COSINE, "calibration_images": int(len(images)), "cpu": cpu_features(),
               "validated_on": [int8_cpu_class()] if kept else []}
     return dataclasses.replace(card, int8=record)
@@ -122,7 +123,7 @@ def int8_gate(card, folder, int8_path, golden_inputs, data=None, fp32=None) -> d
 
     spec = next(iter(card.towers.values()))
     fp32_fn, int8_fn = (onnx_embed_fn(path, spec["input"]) for path in (folder / spec["onnx"], int8_path))
-    embed_text = text_embed_fn(folder, card) if card.protocol == "zero_shot" else None
+    embed_text = text_embed_fn(folder, card) if protocols.for_card(card).needs_text else None
     data = protocols.test_data(card) if data is None else data
     fp32 = protocols.gate_metric(card, fp32_fn, data, embed_text) if fp32 is None else fp32
     int8 = protocols.gate_metric(card, int8_fn, data, embed_text)

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
-from zoo import registry
+from zoo import protocols, registry
 
 from . import limits
 from .guards import LimitRequestBody, SameOrigin, _json_error, _shown, protocol_with_header_timeout
@@ -59,8 +59,7 @@ class Zoo:
         out = []
         for name in registry.list_models(self.root):
             card = registry.info(name, self.root)
-            value = card.metrics[card.primary_metric]
-            value = value.get("mean", value) if isinstance(value, dict) else value
+            value = protocols.headline(card)
             out.append({"name": name, "method": card.method, "protocol": card.protocol, "dataset": card.dataset,
                         "primary_metric": card.primary_metric, "value": value, "license": card.data_license,
                         "threshold": card.threshold, "input_shape": list(card.input_shape),
