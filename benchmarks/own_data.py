@@ -7,7 +7,7 @@ It writes ORL's 400 grey 92x112 faces as DIR/s<N>/<k>.png, runs `python recipes/
 --init facenet_triplet --name orl_finetuned --root R ...` (the preset is the parent's; timed), then embeds subjects 31-40 from their files through each entry's contract (zoo.runtime:
 MTCNN alignment, 48x48) and prints the verification metrics (zoo.protocols.verification: every
 same-subject pair and as many different-subject pairs, 10 folds) of parent and child, the parent's with the
-faces only resized to 48x48 (the baseline the issue quotes), and the card's own held-out metrics (the
+faces only resized to 48x48 (a baseline without alignment), and the card's own held-out metrics (the
 recipe's split of subjects 1-30).
 """
 

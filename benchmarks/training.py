@@ -13,11 +13,12 @@ For models with a view augmentation (`model.augment`), also its share of the ste
 
     python benchmarks/training.py --peers [--rounds 3] [--zoo-xla] [--zoo-bf16] [--set-env KEY=VALUE]
 
-The peers' workload (../shared/bench/peers, or $PEERS_SCRIPTS: conv4 on 28x28 grey, P x K batches with
+The peers' workload (the scripts in $PEERS_SCRIPTS, by default a `shared/bench/peers` folder beside the
+checkout: conv4 on 28x28 grey, P x K batches with
 K = 4, triplet loss with margin 0.2, Adam, random data; images/s of 30 training steps after a warm-up)
 measured side by side: the zoo's `fit()` on TensorFlow and on JAX (the peers' zoo_triplet.py with this
 Python), TensorFlow Similarity and pytorch-metric-learning (their scripts, in the environments that
-../shared/bench/peers/setup.sh builds under $PEERS_DIR or ~/.cache/zoo-peers; without them this mode
+its setup.sh builds under $PEERS_DIR or ~/.cache/zoo-peers; without them this mode
 says so and stops). The scripts run unchanged, one process each, for every (mining, B) in {semi-hard,
 batch-hard} x {128, 512}, alternating (each implementation in turn, then the next cell) for `--rounds`
 rounds. Both TensorFlow libraries run with TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS=1: what
@@ -26,7 +27,7 @@ the variable is given to the process); zoo_tf_eigen and tfsim_eigen are the two 
 (TensorFlow's own choice on x86 CPUs without AVX-512 VNNI, BF16 or AMX, where nothing is set: the run asks
 TF Similarity's TensorFlow which it picks on this CPU, `tensorflow_default_onednn`). Prints the medians and
 the ratios zoo TF / TF Similarity (both on oneDNN: "pass"; TF Similarity as TensorFlow runs it when nothing
-is set: "pass_with_tensorflow_defaults") and zoo TF / PML against the 1.2 target of issue 16, and writes
+is set: "pass_with_tensorflow_defaults") and zoo TF / PML against the 1.2 target (PEERS_TARGET), and writes
 benchmarks/results/training_peers.json (or `--out`) with every run, the 1-minute load average beside each,
 the CPU model and flags, the library versions and the command. `--set-env` sets a variable in every process
 (an implementation's own setting wins); `--zoo-xla` adds the zoo on TensorFlow with XLA on (Keras' "auto"), the choice
@@ -175,7 +176,7 @@ def best(runs):
     return max(runs, key=lambda r: r["images_per_s"])
 
 
-PEERS_TARGET = 1.2  # issue 16: the zoo's fit() on TensorFlow at least 1.2x each peer
+PEERS_TARGET = 1.2  # the zoo's fit() on TensorFlow at least 1.2x each peer
 PEER_SCRIPTS = Path(os.environ.get("PEERS_SCRIPTS", REPO.parent / "shared" / "bench" / "peers"))
 PEER_CELLS = [(mining, batch) for batch in (128, 512) for mining in ("semi_hard", "batch_hard")]
 # (name, script, environment's python (None: this one), backend, the script's name for each mining)

@@ -70,10 +70,8 @@ class BarlowTwinsConfig(SelfSupervisedConfig):
 
 
 @dataclass
-class MICLeConfig(SelfSupervisedConfig):
+class MICLeConfig(SimCLRConfig):  # SimCLR's settings, other positive pairs
     name: str = "micle"
-    temperature: float = 0.1
-    projection: str = "256-128"
 
 
 @dataclass

@@ -83,10 +83,6 @@ def build_smoke_model(recipe, name):
     return recipe.build(spec.config(**spec.smoke), preset)[0]
 
 
-def value(metric):
-    return metric["mean"] if isinstance(metric, dict) else metric
-
-
 def check_card(name, card, folder):
     """What every smoke card holds: the published entry's method, protocol and primary metric, the protocol's
     metrics, every format."""
@@ -95,7 +91,7 @@ def check_card(name, card, folder):
         name, published.method, published.protocol, published.primary_metric, published.trained_with_labels)
     assert PROTOCOL_METRICS[card.protocol] <= set(card.metrics)
     for key in PROTOCOL_METRICS[card.protocol] - {"threshold"}:
-        assert 0.0 <= value(card.metrics[key]) <= 1.0, key
+        assert 0.0 <= protocols.Protocol.value(card.metrics[key]) <= 1.0, key
     assert card.recipe == " ".join(["python", f"recipes/{RUNS[name][0]}.py", *smoke_args(name)])
     assert card.int8 is None  # --smoke publishes without int8 (its gate runs the full held-out protocol)
     registry.verify_files(folder, card)

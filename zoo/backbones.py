@@ -22,8 +22,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     Keras 3 normalises with separate ops (moments, then scale and shift) whose gradient makes many
     passes over the activations, a large share of a conv4 training step on the TensorFlow CPU
-    backend in a profile of the peers' workload (../shared/bench/peers). Where the fused kernel applies (TensorFlow
-    backend, training, a rank-4 input normalised over its last axis, no mask, renorm or
+    backend in a profile of the peers' workload (`benchmarks/training.py --peers`). Where the fused kernel applies
+    (TensorFlow backend, training, a rank-4 input normalised over its last axis, no mask, renorm or
     `synchronized`), this layer computes the same function with `FusedBatchNormV3` and its fused
     gradient; everywhere else (inference, exported graphs, JAX, torch) it is Keras' layer. Same
     weights, config and moving averages (updated with the biased batch variance, as Keras does).
@@ -58,7 +58,7 @@ class TiledMaxPooling2D(layers.MaxPooling2D):
 
     Keras' JAX max pooling is `lax.reduce_window`, whose gradient XLA's CPU backend computes with
     index tensors as large as the input: in a profile of conv4 on the peers' workload
-    (../shared/bench/peers) it was the largest cost of a JAX training step after the convolutions. Where
+    (`benchmarks/training.py --peers`) it was the largest cost of a JAX training step after the convolutions. Where
     the windows tile the input (`strides == pool_size`, "valid" padding, channels last), this layer
     reshapes (B, H, W, C) to (B, H/p, p, W/q, q, C) and takes the max over the window axes: the same
     values, and the same gradient except where a window holds several equal maxima (the gradient is

@@ -68,6 +68,14 @@ def _unit(x, name):
     return x / norms
 
 
+def _unit_pair(a, b, name_a, name_b):
+    """Two checked matrices (`_matrix`) of unit rows (`_unit`) with the same number of columns."""
+    a, b = _unit(_matrix(a, name_a), name_a), _unit(_matrix(b, name_b), name_b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{name_a} and {name_b} must have the same dim, got {a.shape[1]} and {b.shape[1]}")
+    return a, b
+
+
 def _positive_int(v, name):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -603,10 +611,7 @@ def zero_shot(image_embeddings, labels, class_text_embeddings):
     Reference:
         Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision".
     """
-    img = _unit(_matrix(image_embeddings, "image_embeddings"), "image_embeddings")
-    txt = _unit(_matrix(class_text_embeddings, "class_text_embeddings"), "class_text_embeddings")
-    if img.shape[1] != txt.shape[1]:
-        raise ValueError(f"image and text embeddings must have the same dim, got {img.shape[1]} and {txt.shape[1]}")
+    img, txt = _unit_pair(image_embeddings, class_text_embeddings, "image_embeddings", "class_text_embeddings")
     y = np.asarray(labels)
     if y.shape != (len(img),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(txt):
         raise ValueError(f"labels must be {len(img)} integers in [0, {len(txt)}) (rows of "
@@ -644,10 +649,7 @@ def paired_recall(queries, gallery, ks=(1, 5, 10), query_ids=None, gallery_ids=N
     Reference:
         Radford et al. 2021, "Learning Transferable Visual Models From Natural Language Supervision".
     """
-    q = _unit(_matrix(queries, "queries"), "queries")
-    g = _unit(_matrix(gallery, "gallery"), "gallery")
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(f"queries and gallery must have the same dim, got {q.shape[1]} and {g.shape[1]}")
+    q, g = _unit_pair(queries, gallery, "queries", "gallery")
     if query_ids is None and gallery_ids is None and len(q) != len(g):
         raise ValueError(f"without ids, queries and gallery pair row by row: got {len(q)} and {len(g)} rows")
     qi, gi = (np.arange(len(x)) if ids is None else np.asarray(ids) for x, ids in ((q, query_ids), (g, gallery_ids)))

@@ -91,8 +91,9 @@ include-package-data = false
 
 
 def _readme(name: str, card: registry.Card) -> str:
-    value = card.metrics[card.primary_metric]
-    value = value.get("mean", value) if isinstance(value, dict) else value
+    from zoo import protocols
+
+    value = protocols.headline(card)
     return (f"# {entries.distribution_name(name)}\n\n"
             f"The zoo entry `{name}` of keras-embedding-zoo as a package: {card.method} ({card.paper}), trained on "
             f"{card.dataset}; {card.primary_metric} {value} on its held-out protocol. Data licence: "

@@ -201,9 +201,7 @@ def _row(r) -> tuple:
     if "error" in r:
         method, dataset, anchor = (card.method, card.dataset, card.anchor) if card else ("-", "-", "-")
         return (r["name"], method, dataset, "error", r["error"], "", anchor, "", "")
-    primary = card.metrics.get(card.primary_metric)
-    primary = primary.get("mean") if isinstance(primary, dict) else primary
-    shown = f"{card.primary_metric}={primary:.4f}" if isinstance(primary, (int, float)) else card.primary_metric
+    shown = f"{card.primary_metric}={protocols.headline(card):.4f}"
     par = "n/a" if r["parity"] is None else f"{r['parity']:.1e}"
     return (card.name, card.method, card.dataset, r["headline"][0], f"{r['headline'][1]:.4f}", shown,
             card.anchor or "-", f"{r['latency_ms']:.2f}", par)

@@ -339,7 +339,7 @@ def train(model, data, config, args, *, images_per_epoch, callbacks=(), towers=N
         towers: dict | None. role -> the keras.Model the recipe publishes (default {"embedder": model.embedder}).
         init_towers: dict | None. role -> the towers that `--init`'s entry sets (default `towers`; {} where the
             recipe's `build` has set them).
-        argv: list | None. The recipe's command line, for the card's `recipe` command (default: what `parse_config` read).
+        argv: list | None. The recipe's command line for the card (default: what `parse_config` read).
         fit_kwargs: more arguments of `fit` (batch_size, shuffle, ...).
     """
     import hashlib

@@ -109,8 +109,36 @@ class RandomResizedCrop(keras.layers.Layer):
         }
 
 
+class RandomImageLayer(keras.layers.Layer):
+    """The frame of the shape-preserving random layers below: a seed and its generator, float pixels in the
+    compute dtype, `transform` in training and the images unchanged otherwise.
+
+    Args:
+      seed: int or None. Seed of the random draws.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        images = ops.cast(images, self.compute_dtype)
+        return self.transform(images) if training else images
+
+    def transform(self, images):
+        """(B, H, W, C) images -> the same shape, drawn anew from `seed_generator`."""
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="zoo")
-class RandomAffine(keras.layers.Layer):
+class RandomAffine(RandomImageLayer):
     """Random rotation, shear, zoom and translation composed into one map, resampled once.
 
     Each output pixel p is read from the input at c + M (p - c) + t, where c is the image centre,
@@ -128,7 +156,7 @@ class RandomAffine(keras.layers.Layer):
     """
 
     def __init__(self, rotation=0.0, shear=0.0, zoom=0.0, translation=0.0, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if min(rotation, shear, zoom, translation) < 0 or zoom >= 1:
             raise ValueError(
                 "rotation, shear, zoom, translation must be >= 0 and zoom < 1, got "
@@ -136,13 +164,8 @@ class RandomAffine(keras.layers.Layer):
             )
         self.rotation, self.shear = float(rotation), float(shear)
         self.zoom, self.translation = float(zoom), float(translation)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training=True):
-        images = ops.cast(images, self.compute_dtype)
-        if not training:
-            return images
+    def transform(self, images):
         batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
 
         def draw(limit):
@@ -161,22 +184,13 @@ class RandomAffine(keras.layers.Layer):
         ys = cy + sin * dx + (sin * shear + cos) * dy + shift_y
         return _bilinear(images, ys, xs)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {
-            **super().get_config(),
-            "rotation": self.rotation,
-            "shear": self.shear,
-            "zoom": self.zoom,
-            "translation": self.translation,
-            "seed": self.seed,
-        }
+        return {**super().get_config(), "rotation": self.rotation, "shear": self.shear, "zoom": self.zoom,
+                "translation": self.translation}
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class RandomApply(keras.layers.Layer):
+class RandomApply(RandomImageLayer):
     """Apply a shape-preserving layer to each image with probability `rate`, else keep it.
 
     Args:
@@ -186,32 +200,19 @@ class RandomApply(keras.layers.Layer):
     """
 
     def __init__(self, layer, rate, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not 0 <= rate <= 1:
             raise ValueError(f"rate must be in [0, 1], got {rate}")
         self.layer = layer
         self.rate = float(rate)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training=True):
-        images = ops.cast(images, self.compute_dtype)
-        if not training:
-            return images
+    def transform(self, images):
         changed = ops.cast(self.layer(images, training=True), images.dtype)
         coin = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self.seed_generator)
         return ops.where(coin < self.rate, changed, images)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {
-            **super().get_config(),
-            "layer": keras.saving.serialize_keras_object(self.layer),
-            "rate": self.rate,
-            "seed": self.seed,
-        }
+        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer), "rate": self.rate}
 
     @classmethod
     def from_config(cls, config):
@@ -221,7 +222,7 @@ class RandomApply(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class RandomElasticDistortion(keras.layers.Layer):
+class RandomElasticDistortion(RandomImageLayer):
     """Elastic distortion: a random displacement field, Gaussian-smoothed, scaled by alpha.
 
     "generating random displacement fields ... uniformly between -1 and +1 ... convolved with a
@@ -240,17 +241,12 @@ class RandomElasticDistortion(keras.layers.Layer):
     """
 
     def __init__(self, alpha, sigma, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if alpha < 0 or sigma <= 0:
             raise ValueError(f"alpha must be >= 0 and sigma > 0, got alpha={alpha}, sigma={sigma}")
         self.alpha, self.sigma = float(alpha), float(sigma)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training=True):
-        images = ops.cast(images, self.compute_dtype)
-        if not training:
-            return images
+    def transform(self, images):
         batch, height, width = ops.shape(images)[0], images.shape[1], images.shape[2]
         field = keras.random.uniform((batch, height, width, 2), -1.0, 1.0, seed=self.seed_generator)
         # Separable Gaussian as two small matrix products (zero beyond the border, like a conv
@@ -270,15 +266,12 @@ class RandomElasticDistortion(keras.layers.Layer):
         norm = np.exp(-0.5 * (np.arange(-radius, radius + 1) / self.sigma) ** 2).sum()
         return ops.convert_to_tensor((weights / norm).astype("float32"))
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "sigma": self.sigma, "seed": self.seed}
+        return {**super().get_config(), "alpha": self.alpha, "sigma": self.sigma}
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class RandomStrokeWidth(keras.layers.Layer):
+class RandomStrokeWidth(RandomImageLayer):
     """Thicken or thin dark strokes on a light background by a random fraction of one pixel.
 
     Per image t ~ U(-factor, factor): t > 0 blends towards a 3x3 minimum filter (dark ink
@@ -292,17 +285,12 @@ class RandomStrokeWidth(keras.layers.Layer):
     """
 
     def __init__(self, factor=0.5, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not 0 <= factor <= 1:
             raise ValueError(f"factor must be in [0, 1], got {factor}")
         self.factor = float(factor)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training=True):
-        images = ops.cast(images, self.compute_dtype)
-        if not training:
-            return images
+    def transform(self, images):
         t = keras.random.uniform(
             (ops.shape(images)[0], 1, 1, 1), -self.factor, self.factor, seed=self.seed_generator
         )
@@ -310,15 +298,12 @@ class RandomStrokeWidth(keras.layers.Layer):
         thin = ops.max_pool(images, pool_size=3, strides=1, padding="same")
         return images + ops.relu(t) * (thick - images) + ops.relu(-t) * (thin - images)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
+        return {**super().get_config(), "factor": self.factor}
 
 
 @keras.saving.register_keras_serializable(package="zoo")
-class RandomBackground(keras.layers.Layer):
+class RandomBackground(RandomImageLayer):
     """Paint the near-white background of each image a random colour.
 
     Per image, a colour c ~ U(0, 255)^3; a pixel takes c by the weight w = clip((m - low) / (255 - low), 0, 1),
@@ -331,27 +316,19 @@ class RandomBackground(keras.layers.Layer):
     """
 
     def __init__(self, low=230.0, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not 0 <= low < 255:
             raise ValueError(f"low must be in [0, 255), got {low}")
         self.low = float(low)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, images, training=True):
-        images = ops.cast(images, self.compute_dtype)
-        if not training:
-            return images
+    def transform(self, images):
         colour = keras.random.uniform((ops.shape(images)[0], 1, 1, images.shape[-1]), 0.0, 255.0,
                                       seed=self.seed_generator)
         weight = ops.clip((ops.min(images, axis=-1, keepdims=True) - self.low) / (255.0 - self.low), 0.0, 1.0)
         return images * (1.0 - weight) + colour * weight  # (B, H, W, C)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {**super().get_config(), "low": self.low, "seed": self.seed}
+        return {**super().get_config(), "low": self.low}
 
 
 def _sequential(layers, name):

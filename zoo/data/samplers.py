@@ -276,12 +276,7 @@ class HardClusterSampler(_Sampler):
     are skipped. Output as `PKSampler`.
 
     Args:
-      images: array (N, H, W, C). Images, raw pixel values.
-      labels: array (N,) int. Class of each image.
-      p: int. Classes per batch.
-      k: int. Images per class.
-      steps: int. Batches per epoch.
-      seed: int. Seed of every draw.
+      images, labels, p, k, steps, seed: as `PKSampler`.
       embed_fn: callable or None. float32 images (n, H, W, C) -> numpy embeddings (n, D), e.g.
         `lambda x: model.embedder.predict(x, verbose=0)`.
       refresh_every: int. Training batches between centroid refreshes.
