@@ -33,8 +33,11 @@ from .few_shot import FEW_SHOT_EPISODES, FEW_SHOT_QUERIES, FEW_SHOT_SETTINGS, Fe
 from .verification import Verification, verification
 from .zero_shot import ZeroShot, image_text_retrieval, prompt_ensemble, words, zero_shot
 
+# protocol name -> its int8 gate metric, as older callers read it (`get(name).gate` is the same).
+GATE_METRICS = {name: get(name).gate for name in (*names(), *ALIASES) if get(name).gate}
+
 __all__ = ["Protocol", "register", "get", "for_card", "names", "headline", "held_out", "gate_metric", "ALIASES",
            "verification", "few_shot", "folder_few_shot", "zero_shot", "image_text_retrieval", "copy_retrieval",
            "prompt_ensemble", "words", "test_data", "train_images", "seeded_sample", "check_gate_splits",
            "FEW_SHOT_SETTINGS", "FEW_SHOT_QUERIES", "FEW_SHOT_EPISODES", "CALIBRATION_COUNT", "Verification",
-           "FewShot", "ZeroShot", "CopyRetrieval"]
+           "FewShot", "ZeroShot", "CopyRetrieval", "GATE_METRICS"]
