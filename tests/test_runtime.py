@@ -267,6 +267,10 @@ def test_verify_against_numpy(zoo_root, tiny):
     np.testing.assert_allclose(distances, expected, atol=1e-5)
     np.testing.assert_array_equal(same, expected <= THRESHOLD)
     assert same[:3].all()
+    # Embeddings computed first (e.g. of files) take the same decision.
+    same_e, distances_e = tiny.verify(tiny.embed(a), tiny.embed(b), embedded=True)
+    np.testing.assert_array_equal(same_e, same)
+    np.testing.assert_array_equal(distances_e, distances)
     with pytest.raises(ValueError, match="as many images"):
         tiny.verify(a, b[:2])
 
@@ -324,6 +328,55 @@ def test_few_shot_classify_against_loop(tmp_path):
     np.testing.assert_array_equal(few_shot_classify(e, support[:3], labels[:3], support[:3]), labels[:3])
     with pytest.raises(ValueError, match="one label per support image"):
         few_shot_classify(e, support, labels[:5], queries)
+
+
+def test_kernels_against_loops():
+    from zoo.runtime import kernels
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    x[2] = 0.0
+    unit = kernels.l2_normalize(x)
+    assert unit.dtype == np.float32 and not unit[2].any()  # a zero row stays zero, not NaN
+    for i in (0, 1, 3, 4):
+        np.testing.assert_allclose(unit[i], x[i] / np.sqrt(np.sum(x[i].astype(np.float64) ** 2)), rtol=1e-6)
+    support, queries = rng.normal(size=(7, 3)), rng.normal(size=(4, 3))
+    labels = np.array(["b", "a", "b", "c", "a", "c", "c"])
+    classes, predictions, probabilities, distances = kernels.nearest_prototypes(support, labels, queries)
+    assert list(classes) == ["a", "b", "c"]
+    for q, row in enumerate(queries):
+        d2 = [np.sum((row - support[labels == c].mean(axis=0)) ** 2) for c in classes]
+        assert predictions[q] == int(np.argmin(d2))
+        np.testing.assert_allclose(distances[q], np.sqrt(d2), rtol=1e-9)
+        np.testing.assert_allclose(probabilities[q], np.exp(-np.array(d2)) / np.sum(np.exp(-np.array(d2))), rtol=1e-9)
+    same, d = kernels.verify_embeddings(support[:3], support[3:6], threshold=1.0)
+    a, b = (support[i:i + 3] / np.linalg.norm(support[i:i + 3], axis=1, keepdims=True) for i in (0, 3))
+    expected = [np.sqrt(np.sum((a[i] - b[i]) ** 2)) for i in range(3)]
+    np.testing.assert_allclose(d, expected, rtol=1e-6)
+    np.testing.assert_array_equal(same, np.array(expected) <= 1.0)
+
+
+def test_prompt_ensemble_normalises_each_prompt_then_the_mean():
+    """The runtime's prompt ensemble against a loop, and equal to the protocols' (the held-out zero-shot metrics)."""
+    from zoo import protocols
+    from zoo.runtime.kernels import prompt_ensemble
+
+    rng = np.random.default_rng(12)
+    table = {}  # a fake text tower: unnormalised random rows, one per prompt
+
+    def embed_text(prompts):
+        return np.stack([table.setdefault(p, rng.normal(size=4).astype(np.float32) * rng.uniform(0.5, 3))
+                         for p in prompts])
+
+    classes, templates = ["cat", ["dog", "puppy"]], ("a {}", "{} photo")
+    got = prompt_ensemble(embed_text, classes, templates)
+    for row, names in zip(got, [["cat"], ["dog", "puppy"]]):
+        prompts = [embed_text([t.format(n)])[0] for n in names for t in templates]
+        mean = np.mean([p / np.linalg.norm(p) for p in prompts], axis=0)
+        np.testing.assert_allclose(row, mean / np.linalg.norm(mean), atol=1e-6)
+    np.testing.assert_array_equal(got, protocols.prompt_ensemble(embed_text, classes, templates))
+    with pytest.raises(ValueError, match="templates"):
+        prompt_ensemble(embed_text, classes, ("no placeholder",))
 
 
 # --- tokenizer and CLIP ---------------------------------------------------------------------
