@@ -3,7 +3,7 @@
 Runtime self-containment is checked two ways instead of building a venv with only numpy and
 onnxruntime (too slow for the suite): importing zoo.runtime in a fresh interpreter loads
 neither keras nor tensorflow, and the module's own import statements name only the standard
-library, numpy and onnxruntime (plus `onnx`, imported lazily by `zero_shot_head` alone).
+library, numpy and onnxruntime (plus Pillow, faiss, fsspec and huggingface_hub, imported lazily).
 """
 
 import ast
@@ -129,8 +129,8 @@ def test_import_loads_neither_keras_nor_tensorflow():
 
 def test_package_imports_only_stdlib_numpy_onnxruntime():
     """Every module of zoo.runtime (not the developer script in mtcnn/) imports the standard library, numpy,
-    onnxruntime and its own modules at the top; Pillow (decoding files), onnx (zero-shot head), faiss
-    (gallery index), fsspec and huggingface_hub (pulling an entry from a URL) only lazily."""
+    onnxruntime and its own modules at the top; Pillow (decoding files), faiss (gallery index), fsspec and
+    huggingface_hub (pulling an entry from a URL) only lazily. Writing ONNX graphs (onnx) is export's job."""
     for path in sorted(Path(zoo.runtime.__file__).parent.glob("*.py")):
         tree = ast.parse(path.read_text())
         top_level, lazy = set(), set()
@@ -144,7 +144,7 @@ def test_package_imports_only_stdlib_numpy_onnxruntime():
             (top_level if node in tree.body else lazy).update(names)
         allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime"}
         assert top_level <= allowed, (path.name, top_level - allowed)
-        assert lazy <= allowed | {"onnx", "PIL", "faiss", "fsspec", "huggingface_hub"}, (path.name, lazy - allowed)
+        assert lazy <= allowed | {"PIL", "faiss", "fsspec", "huggingface_hub"}, (path.name, lazy - allowed)
 
 
 # --- embed ----------------------------------------------------------------------------------
@@ -439,9 +439,11 @@ def test_clip_class_given_by_several_names_averages_all_their_prompts(zoo_root):
 def test_zero_shot_head_is_one_onnx_graph(zoo_root, tmp_path):
     import onnxruntime as ort
 
+    from zoo.export.zero_shot_head import zero_shot_head
+
     clip = OnnxCLIP(zoo_root["root"] / "tiny_clip")
     classes, templates = ["cat", "dog", "fish", "bird"], ("a photo of {}.", "{}")
-    path = clip.zero_shot_head(classes, templates, tmp_path / "head.onnx")
+    path = zero_shot_head(clip, classes, templates, tmp_path / "head.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = _images(6, seed=10).astype(np.float32)
     logits, probabilities = session.run(["logits", "probabilities"], {"images": images})
@@ -449,6 +451,24 @@ def test_zero_shot_head_is_one_onnx_graph(zoo_root, tmp_path):
     np.testing.assert_allclose(logits, cosines, atol=1e-5)
     np.testing.assert_allclose(probabilities, clip.zero_shot(images, classes, templates)[1], atol=1e-5)
     assert json.loads(session.get_modelmeta().custom_metadata_map["zoo_classes"]) == classes
+
+
+def test_zero_shot_head_replaces_only_a_head_it_wrote(zoo_root, tmp_path):
+    from zoo.export.zero_shot_head import zero_shot_head
+
+    clip = OnnxCLIP(zoo_root["root"] / "tiny_clip")
+    head = zero_shot_head(clip, ["cat", "dog"], ("{}",), tmp_path / "head.onnx")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        zero_shot_head(clip, ["cat", "fish"], ("{}",), head)  # refused without overwrite
+    zero_shot_head(clip, ["cat", "fish"], ("{}",), head, overwrite=True)
+    assert json.loads({p.key: p.value for p in onnx.load(str(head)).metadata_props}["zoo_classes"]) == ["cat", "fish"]
+    for name, content in (("notes.txt", b"a user's notes"), ("tower.onnx", (zoo_root["root"] / "tiny_clip" /
+                                                                           "image_encoder.onnx").read_bytes())):
+        other = tmp_path / name
+        other.write_bytes(content)
+        with pytest.raises(FileExistsError, match="not a zero-shot head"):
+            zero_shot_head(clip, ["cat", "dog"], ("{}",), other, overwrite=True)
+        assert other.read_bytes() == content
 
 
 def test_clip_folder_needs_text_tower(zoo_root):

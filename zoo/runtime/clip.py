@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from .cards import read_checked, resolve, tower_file
@@ -128,59 +125,3 @@ class OnnxCLIP:
         """
         text = self.class_embeddings(class_names, templates)  # (C, D)
         return zero_shot_classify(self.encode_image(images), text, self.logit_scale)
-
-    def zero_shot_head(self, class_names, templates, path) -> Path:
-        """Write one ONNX classifier: the image tower plus a fixed matrix of class text embeddings.
-
-        The graph takes `images` and returns `logits` (B, C), the cosine similarities, and
-        `probabilities` (B, C) = softmax(logit_scale * logits). Class names are stored in
-        metadata_props "zoo_classes" (JSON list). Needs the `onnx` package.
-
-        Args:
-            class_names: list of (str or list[str]). the classes, in output column order.
-            templates: sequence[str]. prompt templates, averaged in embedding space.
-            path: str | Path. the .onnx file to write.
-        """
-        import onnx
-        from onnx import helper, numpy_helper
-
-        text = self.class_embeddings(class_names, templates)  # (C, D)
-        model = onnx.load_from_string(
-            read_checked(self.folder, tower_file(self.card, "images", self.folder), self.card, False)
-        )
-        graph = model.graph
-        embeddings = graph.output[0].name
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(np.ascontiguousarray(text.T), "zoo_head/class_embeddings"),
-                numpy_helper.from_array(np.array(self.logit_scale, np.float32), "zoo_head/logit_scale"),
-            ]
-        )
-        graph.node.extend(
-            [
-                helper.make_node("MatMul", [embeddings, "zoo_head/class_embeddings"], ["logits"]),
-                helper.make_node("Mul", ["logits", "zoo_head/logit_scale"], ["zoo_head/scaled"]),
-                helper.make_node("Softmax", ["zoo_head/scaled"], ["probabilities"], axis=-1),
-            ]
-        )
-        del graph.output[:]
-        n = len(text)
-        graph.output.extend(
-            [
-                helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", n]),
-                helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", n]),
-            ]
-        )
-        helper.set_model_props(
-            model,
-            {
-                **{p.key: p.value for p in model.metadata_props},
-                "zoo_classes": json.dumps(list(class_names)),
-                "zoo_templates": json.dumps(list(templates)),
-            },
-        )
-        onnx.checker.check_model(model)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        onnx.save(model, str(path))
-        return path
