@@ -3,7 +3,7 @@
 Runtime self-containment is checked two ways instead of building a venv with only numpy and
 onnxruntime (too slow for the suite): importing zoo.runtime in a fresh interpreter loads
 neither keras nor tensorflow, and the module's own import statements name only the standard
-library, numpy and onnxruntime (plus `onnx`, imported lazily by `zero_shot_head` alone).
+library, numpy and onnxruntime (plus Pillow, faiss, fsspec and huggingface_hub, imported lazily).
 """
 
 import ast
@@ -129,8 +129,8 @@ def test_import_loads_neither_keras_nor_tensorflow():
 
 def test_package_imports_only_stdlib_numpy_onnxruntime():
     """Every module of zoo.runtime (not the developer script in mtcnn/) imports the standard library, numpy,
-    onnxruntime and its own modules at the top; Pillow (decoding files), onnx (zero-shot head), faiss
-    (gallery index), fsspec and huggingface_hub (pulling an entry from a URL) only lazily."""
+    onnxruntime and its own modules at the top; Pillow (decoding files), faiss (gallery index), fsspec and
+    huggingface_hub (pulling an entry from a URL) only lazily. Writing ONNX graphs (onnx) is export's job."""
     for path in sorted(Path(zoo.runtime.__file__).parent.glob("*.py")):
         tree = ast.parse(path.read_text())
         top_level, lazy = set(), set()
@@ -144,7 +144,7 @@ def test_package_imports_only_stdlib_numpy_onnxruntime():
             (top_level if node in tree.body else lazy).update(names)
         allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime"}
         assert top_level <= allowed, (path.name, top_level - allowed)
-        assert lazy <= allowed | {"onnx", "PIL", "faiss", "fsspec", "huggingface_hub"}, (path.name, lazy - allowed)
+        assert lazy <= allowed | {"PIL", "faiss", "fsspec", "huggingface_hub"}, (path.name, lazy - allowed)
 
 
 # --- embed ----------------------------------------------------------------------------------
@@ -267,6 +267,10 @@ def test_verify_against_numpy(zoo_root, tiny):
     np.testing.assert_allclose(distances, expected, atol=1e-5)
     np.testing.assert_array_equal(same, expected <= THRESHOLD)
     assert same[:3].all()
+    # Embeddings computed first (e.g. of files) take the same decision.
+    same_e, distances_e = tiny.verify(tiny.embed(a), tiny.embed(b), embedded=True)
+    np.testing.assert_array_equal(same_e, same)
+    np.testing.assert_array_equal(distances_e, distances)
     with pytest.raises(ValueError, match="as many images"):
         tiny.verify(a, b[:2])
 
@@ -324,6 +328,55 @@ def test_few_shot_classify_against_loop(tmp_path):
     np.testing.assert_array_equal(few_shot_classify(e, support[:3], labels[:3], support[:3]), labels[:3])
     with pytest.raises(ValueError, match="one label per support image"):
         few_shot_classify(e, support, labels[:5], queries)
+
+
+def test_kernels_against_loops():
+    from zoo.runtime import kernels
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    x[2] = 0.0
+    unit = kernels.l2_normalize(x)
+    assert unit.dtype == np.float32 and not unit[2].any()  # a zero row stays zero, not NaN
+    for i in (0, 1, 3, 4):
+        np.testing.assert_allclose(unit[i], x[i] / np.sqrt(np.sum(x[i].astype(np.float64) ** 2)), rtol=1e-6)
+    support, queries = rng.normal(size=(7, 3)), rng.normal(size=(4, 3))
+    labels = np.array(["b", "a", "b", "c", "a", "c", "c"])
+    classes, predictions, probabilities, distances = kernels.nearest_prototypes(support, labels, queries)
+    assert list(classes) == ["a", "b", "c"]
+    for q, row in enumerate(queries):
+        d2 = [np.sum((row - support[labels == c].mean(axis=0)) ** 2) for c in classes]
+        assert predictions[q] == int(np.argmin(d2))
+        np.testing.assert_allclose(distances[q], np.sqrt(d2), rtol=1e-9)
+        np.testing.assert_allclose(probabilities[q], np.exp(-np.array(d2)) / np.sum(np.exp(-np.array(d2))), rtol=1e-9)
+    same, d = kernels.verify_embeddings(support[:3], support[3:6], threshold=1.0)
+    a, b = (support[i:i + 3] / np.linalg.norm(support[i:i + 3], axis=1, keepdims=True) for i in (0, 3))
+    expected = [np.sqrt(np.sum((a[i] - b[i]) ** 2)) for i in range(3)]
+    np.testing.assert_allclose(d, expected, rtol=1e-6)
+    np.testing.assert_array_equal(same, np.array(expected) <= 1.0)
+
+
+def test_prompt_ensemble_normalises_each_prompt_then_the_mean():
+    """The runtime's prompt ensemble against a loop, and equal to the protocols' (the held-out zero-shot metrics)."""
+    from zoo import protocols
+    from zoo.runtime.kernels import prompt_ensemble
+
+    rng = np.random.default_rng(12)
+    table = {}  # a fake text tower: unnormalised random rows, one per prompt
+
+    def embed_text(prompts):
+        return np.stack([table.setdefault(p, rng.normal(size=4).astype(np.float32) * rng.uniform(0.5, 3))
+                         for p in prompts])
+
+    classes, templates = ["cat", ["dog", "puppy"]], ("a {}", "{} photo")
+    got = prompt_ensemble(embed_text, classes, templates)
+    for row, names in zip(got, [["cat"], ["dog", "puppy"]]):
+        prompts = [embed_text([t.format(n)])[0] for n in names for t in templates]
+        mean = np.mean([p / np.linalg.norm(p) for p in prompts], axis=0)
+        np.testing.assert_allclose(row, mean / np.linalg.norm(mean), atol=1e-6)
+    np.testing.assert_array_equal(got, protocols.prompt_ensemble(embed_text, classes, templates))
+    with pytest.raises(ValueError, match="templates"):
+        prompt_ensemble(embed_text, classes, ("no placeholder",))
 
 
 # --- tokenizer and CLIP ---------------------------------------------------------------------
@@ -386,9 +439,11 @@ def test_clip_class_given_by_several_names_averages_all_their_prompts(zoo_root):
 def test_zero_shot_head_is_one_onnx_graph(zoo_root, tmp_path):
     import onnxruntime as ort
 
+    from zoo.export.zero_shot_head import zero_shot_head
+
     clip = OnnxCLIP(zoo_root["root"] / "tiny_clip")
     classes, templates = ["cat", "dog", "fish", "bird"], ("a photo of {}.", "{}")
-    path = clip.zero_shot_head(classes, templates, tmp_path / "head.onnx")
+    path = zero_shot_head(clip, classes, templates, tmp_path / "head.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = _images(6, seed=10).astype(np.float32)
     logits, probabilities = session.run(["logits", "probabilities"], {"images": images})
@@ -396,6 +451,24 @@ def test_zero_shot_head_is_one_onnx_graph(zoo_root, tmp_path):
     np.testing.assert_allclose(logits, cosines, atol=1e-5)
     np.testing.assert_allclose(probabilities, clip.zero_shot(images, classes, templates)[1], atol=1e-5)
     assert json.loads(session.get_modelmeta().custom_metadata_map["zoo_classes"]) == classes
+
+
+def test_zero_shot_head_replaces_only_a_head_it_wrote(zoo_root, tmp_path):
+    from zoo.export.zero_shot_head import zero_shot_head
+
+    clip = OnnxCLIP(zoo_root["root"] / "tiny_clip")
+    head = zero_shot_head(clip, ["cat", "dog"], ("{}",), tmp_path / "head.onnx")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        zero_shot_head(clip, ["cat", "fish"], ("{}",), head)  # refused without overwrite
+    zero_shot_head(clip, ["cat", "fish"], ("{}",), head, overwrite=True)
+    assert json.loads({p.key: p.value for p in onnx.load(str(head)).metadata_props}["zoo_classes"]) == ["cat", "fish"]
+    for name, content in (("notes.txt", b"a user's notes"), ("tower.onnx", (zoo_root["root"] / "tiny_clip" /
+                                                                           "image_encoder.onnx").read_bytes())):
+        other = tmp_path / name
+        other.write_bytes(content)
+        with pytest.raises(FileExistsError, match="not a zero-shot head"):
+            zero_shot_head(clip, ["cat", "dog"], ("{}",), other, overwrite=True)
+        assert other.read_bytes() == content
 
 
 def test_clip_folder_needs_text_tower(zoo_root):

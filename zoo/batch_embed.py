@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo import registry
-from zoo.runtime import OnnxEmbedder, _sha256, _session, _tower_file, contract
+from zoo.runtime import OnnxEmbedder, cards, contract
+from zoo.runtime.embedder import session
 
 
 def _import_beam():
@@ -96,11 +97,11 @@ class EntryOnnxModelHandler(OnnxModelHandlerNumpy):
     def load_model(self):
         with FileSystems.open(self._model_uri, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             model = f.read()
-        actual = _sha256(model)
+        actual = cards.sha256(model)
         if actual != self._sha256:
             raise ValueError(f"sha256 mismatch for {self._model_uri}: expected {self._sha256} (the entry's card), "
                              f"got {actual}; copy the entry's ONNX file there unchanged")
-        return _session(model, None)  # onnxruntime with every available provider, as zoo.runtime does
+        return session(model, None)  # onnxruntime with every available provider, as zoo.runtime does
 
 
 class PrepareImage(beam.DoFn):
@@ -216,7 +217,7 @@ def run(name: str, glob: str, output: str, *, runner: str = "DirectRunner", pipe
     folder = registry.entry_folder(name, root)  # KeyError with suggestions for an unknown name
     embedder = OnnxEmbedder(folder)  # checks the image graph's sha256 here, before any worker starts
     sha256 = embedder.identity["sha256"]
-    model_uri = model_uri or str(folder / _tower_file(embedder.card, "images", folder))
+    model_uri = model_uri or str(folder / cards.tower_file(embedder.card, "images", folder))
     options = _pipeline_options(runner, pipeline_args)
     if not _shards(glob):
         raise ValueError(f"{glob}: no files match")

@@ -197,9 +197,9 @@ def cmd_verify(args):
         _embed_paths(embedder, [args.b], args.face, not args.no_align)
     if len(a) != len(b):
         raise ValueError(f"expected as many images in {args.a} as in {args.b}, got {len(a)} and {len(b)}")
-    distances = np.linalg.norm(a - b, axis=1)
-    results = [{"same": bool(d <= embedder.threshold), "distance": float(d), "threshold": embedder.threshold}
-               for d in distances]
+    same, distances = embedder.verify(a, b, embedded=True)  # (N,), (N,)
+    results = [{"same": bool(s), "distance": float(d), "threshold": embedder.threshold}
+               for s, d in zip(same, distances)]
     if args.json:
         _print_json(results[0] if len(results) == 1 else results)
         return
@@ -227,19 +227,17 @@ def support_folder(folder) -> tuple[list[Path], list[str]]:
 
 
 def cmd_classify(args):
-    from zoo.runtime import prototype_distances, softmax
+    from zoo.runtime import nearest_prototypes
 
     embedder = _embedder(args.name)
     files, labels = support_folder(args.support)
     support = embedder.embed_files(files, face_index=args.face, align=not args.no_align)  # (S, D)
     queries = _embed_paths(embedder, args.queries, args.face, not args.no_align)  # (Q, D)
-    classes, d2 = prototype_distances(support, labels, queries)  # (C,), (Q, C)
-    # Confidence: softmax over minus squared distances, a prototypical network's class probabilities.
-    results = []
-    for query, p, d in zip(args.queries, softmax(-d2), d2):
-        best = int(np.argmax(p))
-        results.append({"query": query, "class": str(classes[best]), "confidence": float(p[best]),
-                        "distances": {str(c): float(np.sqrt(v)) for c, v in zip(classes, d)}})
+    # Confidence: a prototypical network's class probability; distances: to each class prototype.
+    classes, predictions, probabilities, distances = nearest_prototypes(support, labels, queries)  # (C,), (Q, ...)
+    results = [{"query": query, "class": str(classes[best]), "confidence": float(p[best]),
+                "distances": {str(c): float(v) for c, v in zip(classes, d)}}
+               for query, best, p, d in zip(args.queries, predictions, probabilities, distances)]
     if args.json:
         _print_json(results)
         return

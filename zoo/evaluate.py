@@ -15,6 +15,8 @@ Conventions shared by the protocols:
 
 import numpy as np
 
+from zoo.runtime.kernels import l2_normalize, paired_distances
+
 __all__ = [
     "verification",
     "verification_pairs",
@@ -62,10 +64,9 @@ def _members(ids):
 
 def _unit(x, name):
     """Rows of `x` divided by their L2 norm; zero rows have no direction and are an error."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if np.any(norms == 0):
+    if not np.all(np.any(x, axis=1)):
         raise ValueError(f"{name} has an all-zero row; cosine similarity is undefined for it")
-    return x / norms
+    return l2_normalize(x)
 
 
 def _unit_pair(a, b, name_a, name_b):
@@ -200,7 +201,7 @@ def verification(emb_a, emb_b, same, folds=10, far_targets=(1e-3,), seed=0):
         raise ValueError(f"far_targets must be distinct rates in [0, 1] (as keyed to one digit), got {far_targets!r}")
     fold_of = _fold_ids(folds, same, seed)
 
-    d = np.linalg.norm(a.astype(np.float64) - b, axis=1)  # (N,)
+    d = paired_distances(a.astype(np.float64), b)  # (N,)
     fold_acc = []
     for f in np.unique(fold_of):
         test = fold_of == f

@@ -42,7 +42,7 @@ def export(folder, card, towers, golden, context):
     import dataclasses
 
     from zoo import protocols
-    from zoo.runtime import cpu_features, int8_cpu_class
+    from zoo.runtime.cpu import cpu_features, int8_cpu_class
 
     protocol = protocols.for_card(card)
     if not context.get("int8") or protocol.gate is None:
@@ -120,6 +120,7 @@ def int8_gate(card, folder, int8_path, golden_inputs, data=None, fp32=None) -> d
         fp32: float | None. the fp32 graph's gate metric if already measured (another scheme's gate).
     """
     from zoo import protocols
+    from zoo.runtime.kernels import l2_normalize
 
     spec = next(iter(card.towers.values()))
     fp32_fn, int8_fn = (onnx_embed_fn(path, spec["input"]) for path in (folder / spec["onnx"], int8_path))
@@ -127,7 +128,7 @@ def int8_gate(card, folder, int8_path, golden_inputs, data=None, fp32=None) -> d
     data = protocols.test_data(card) if data is None else data
     fp32 = protocols.gate_metric(card, fp32_fn, data, embed_text) if fp32 is None else fp32
     int8 = protocols.gate_metric(card, int8_fn, data, embed_text)
-    cosine = float(np.min(np.sum(_unit(int8_fn(golden_inputs)) * _unit(fp32_fn(golden_inputs)), axis=1)))
+    cosine = float(np.min(np.sum(l2_normalize(int8_fn(golden_inputs)) * l2_normalize(fp32_fn(golden_inputs)), axis=1)))
     return {"fp32": fp32, "int8": int8, "golden_min_cosine": cosine,
             "kept": bool(fp32 - int8 <= INT8_MAX_DROP and cosine >= INT8_MIN_COSINE)}
 
@@ -140,28 +141,30 @@ def describe(scheme) -> str:
 
 
 def onnx_embed_fn(path, input_name, dtype=np.float32):
-    """(N, ...) inputs -> (N, D) embeddings of an ONNX file, in batches."""
-    import onnxruntime as ort
+    """(N, ...) inputs -> (N, D) embeddings of an ONNX file, in batches of EVALUATE_BATCH, on the CPU, through the
+    runtime's session and runner (`zoo.runtime.embedder`); the inputs are fed as they are (no contract).
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    Args:
+        path: str | Path. the ONNX graph.
+        input_name: str. its input, "images" or "token_ids".
+        dtype: numpy dtype. what the inputs are cast to.
+    """
+    from zoo.runtime.embedder import run_batches, session
 
-    def embed(inputs):
-        inputs = np.asarray(inputs, dtype=dtype)
-        return np.concatenate([session.run(["embeddings"], {input_name: inputs[i:i + EVALUATE_BATCH]})[0]
-                               for i in range(0, len(inputs), EVALUATE_BATCH)])
-
-    return embed
+    graph = session(Path(path).read_bytes(), ["CPUExecutionProvider"])
+    return lambda inputs: run_batches(graph, np.asarray(inputs, dtype=dtype), EVALUATE_BATCH, input_name, "embeddings")
 
 
 def text_embed_fn(folder, card):
-    """list[str] -> (N, D) fp32 embeddings of the entry's text tower (ONNX), tokenised as zoo.runtime does."""
-    from zoo.runtime import Tokenizer
+    """list[str] -> (N, D) fp32 embeddings of the entry's text tower (ONNX), tokenised as zoo.runtime does.
+
+    Args:
+        folder: Path. the entry's folder.
+        card: Card. its card (towers, extras["context_length"]).
+    """
+    from zoo.runtime.clip import Tokenizer
 
     role = next(r for r, t in card.towers.items() if t["input"] == "token_ids")
     tokenizer = Tokenizer(card.extras["context_length"])
     embed = onnx_embed_fn(folder / card.towers[role]["onnx"], "token_ids", dtype=np.int32)
     return lambda texts: embed(tokenizer.encode(texts))
-
-
-def _unit(x) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .kernels import l2_normalize
 from .writes import check_folder, write_folder
 
 __all__ = ["GalleryIndex", "KINDS"]
@@ -51,7 +52,7 @@ def _normalised(x) -> np.ndarray:
     x = np.ascontiguousarray(np.asarray(x, np.float32))
     if x.ndim != 2 or not len(x):
         raise ValueError(f"expected (N, D) embeddings with N >= 1, got shape {x.shape}")
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(x)
 
 
 def _own_files(folder: Path) -> tuple:

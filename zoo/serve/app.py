@@ -247,7 +247,7 @@ def create_app(root=None, galleries=None, *, max_bytes=limits.MAX_REQUEST_BYTES,
     def classify(entry: Annotated[str, Form()], queries: Annotated[list[UploadFile], File()],
                  support: Annotated[list[UploadFile], File()] = None, labels: Annotated[str, Form()] = None,
                  support_zip: Annotated[UploadFile, File()] = None):
-        from zoo.runtime import few_shot_scores
+        from zoo.runtime import euclidean_distances, nearest_prototypes
 
         embedder = zoo.embedder(entry)
         with Uploads(zoo, embedder, max_files) as uploads:
@@ -261,11 +261,12 @@ def create_app(root=None, galleries=None, *, max_bytes=limits.MAX_REQUEST_BYTES,
             query_names, query_inputs, _ = uploads.files(queries)
         if len(set(classes_of)) < 2:
             raise Refused(400, f"give examples of at least two classes, got {_shown(sorted(set(classes_of)), 200)}")
-        classes, probabilities, example_d = few_shot_scores(embedder.embed(support_inputs), classes_of,
-                                                            embedder.embed(query_inputs))
+        support_emb, query_emb = embedder.embed(support_inputs), embedder.embed(query_inputs)  # (S, D), (Q, D)
+        classes, predictions, probabilities, _ = nearest_prototypes(support_emb, classes_of, query_emb)
+        example_d = euclidean_distances(query_emb, support_emb)  # (Q, S): the nearest examples shown beside
         results = []
         for q, name in enumerate(query_names):
-            best = int(np.argmax(probabilities[q]))
+            best = int(predictions[q])
             nearest = np.argsort(example_d[q], kind="stable")[:3]
             results.append({"query": name, "class": str(classes[best]), "confidence": float(probabilities[q, best]),
                             "nearest": [{"name": support_names[i], "class": str(classes_of[i]),
