@@ -5,26 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from zoo import evaluate
+from zoo.runtime.kernels import prompt_ensemble  # noqa: F401  (also zoo.protocols.prompt_ensemble)
 
 from .base import Protocol, embed_all, register, test_data
-
-
-def prompt_ensemble(embed_text, classes, templates) -> np.ndarray:
-    """(C, D) class embeddings: each class's prompts (every template filled with each of its names) embedded,
-    L2-normalised, averaged and re-normalised, as `zoo.runtime.OnnxCLIP.class_embeddings` does.
-
-    Args:
-        embed_text: callable. list[str] -> (N, D) text embeddings.
-        classes: list of (str or list[str]). a class is a name or several names describing it.
-        templates: sequence[str]. prompts with one `{}`.
-    """
-    classes = [[c] if isinstance(c, str) else list(c) for c in classes]
-    prompts = [t.format(name) for names in classes for name in names for t in templates]
-    e = np.asarray(embed_text(prompts), np.float32)
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-    ends = np.cumsum([len(names) * len(templates) for names in classes])
-    means = np.stack([part.mean(axis=0) for part in np.split(e, ends[:-1])])  # (C, D)
-    return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
 
 
 def words(name) -> str:
