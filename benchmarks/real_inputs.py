@@ -135,9 +135,9 @@ def protonet(tmp) -> dict:
     for key in ("train_images", "test_images"):
         files = save(runs[key].reshape(-1, *shape[2:]), tmp / "omniglot" / key, ".png")
         embedded[key] = embedder.embed_files(files).reshape(*shape[:2], -1)
-    from zoo import evaluate
+    from zoo import metrics
 
-    accuracy = evaluate.oneshot_runs(embedded["train_images"], embedded["test_images"], runs["answers"])["accuracy"]
+    accuracy = metrics.oneshot_runs(embedded["train_images"], embedded["test_images"], runs["answers"])["accuracy"]
     return {"lake_oneshot_runs_from_105_png": accuracy, "card": registry.info("protonet").metrics["lake_oneshot_runs"]}
 
 

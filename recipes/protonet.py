@@ -24,7 +24,8 @@ import keras
 import numpy as np
 
 import zoo.data
-from zoo import backbones, evaluate, protocols
+from zoo import backbones, protocols
+from zoo import metrics as measures
 from zoo.data.samplers import EpisodeSampler
 from zoo.methods.protonet import ProtoNet
 from zoo.data.kits import (OMNIGLOT_LICENSE, OMNIGLOT_PREPROCESSING, OMNIGLOT_SPLITS, omniglot_data,
@@ -82,7 +83,7 @@ class FewShotCurve(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         with Stopwatch() as clock:
             embeddings = embed(self.model.embedder, self.images)
-            logs[CURVE_KEY] = evaluate.few_shot(embeddings, self.labels, 20, 1, queries=5,
+            logs[CURVE_KEY] = measures.few_shot(embeddings, self.labels, 20, 1, queries=5,
                                                 episodes=self.episodes, seed=0)["mean"]
         self.seconds += clock.seconds
 

@@ -6,7 +6,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from zoo import evaluate as ev
+from zoo import metrics as ev
+from zoo.metrics import pairs as verification_metrics
 
 
 def pairs_at(distances):
@@ -116,11 +117,11 @@ def test_integer_folds_are_stratified_and_seeded():
     # 23 positives dealt round-robin fill folds 0-2 with 3 and folds 3-9 with 2; the 17
     # negatives continue from fold 3: folds 3-9 get 2, folds 0-2 get 1. Every fold holds 4.
     same = np.r_[np.ones(23, bool), np.zeros(17, bool)]
-    ids = ev._fold_ids(10, same, seed=0)
+    ids = verification_metrics._fold_ids(10, same, seed=0)
     np.testing.assert_array_equal(np.bincount(ids[same]), [3, 3, 3, 2, 2, 2, 2, 2, 2, 2])
     np.testing.assert_array_equal(np.bincount(ids[~same]), [1, 1, 1, 2, 2, 2, 2, 2, 2, 2])
-    np.testing.assert_array_equal(ids, ev._fold_ids(10, same, seed=0))
-    assert not np.array_equal(ids, ev._fold_ids(10, same, seed=1))
+    np.testing.assert_array_equal(ids, verification_metrics._fold_ids(10, same, seed=0))
+    assert not np.array_equal(ids, verification_metrics._fold_ids(10, same, seed=1))
 
 
 @pytest.mark.parametrize(

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo import evaluate
+from zoo import metrics as measures
 
 from .base import Protocol, embed_all, register
 
 
 def copy_retrieval(embed_fn, held_out) -> dict:
     """Can each held-out image be found again from a lightly altered copy (shifted 2 pixels, contrast 0.9,
-    brightness +12)? Leave-one-out recall@1/5 over the images and their copies (`evaluate.retrieval`, each
+    brightness +12)? Leave-one-out recall@1/5 over the images and their copies (`measures.retrieval`, each
     image and its copy one class)."""
     images = np.asarray(held_out["images"], np.float32)
     copies = np.clip(np.roll(images, (2, 2), axis=(1, 2)) * 0.9 + 12.0, 0.0, 255.0)
     x = embed_all(embed_fn, np.concatenate([images, copies]))
     labels = np.concatenate([np.arange(len(images))] * 2)
-    r = evaluate.retrieval(x, labels, ks=(1, 5))
+    r = measures.retrieval(x, labels, ks=(1, 5))
     return {"copy_recall@1": r["recall@1"], "copy_recall@5": r["recall@5"], "images": int(len(images))}
 
 

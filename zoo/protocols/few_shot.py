@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo import evaluate
+from zoo import metrics as measures
 
 from .base import Protocol, classes_subset, embed_all, register
 from .copy_retrieval import copy_retrieval
@@ -28,14 +28,14 @@ def few_shot(embed_fn, data, *, runs=None, settings=FEW_SHOT_SETTINGS, queries=F
     labels = np.asarray(data["labels"])
     metrics = {}
     for way, shot in settings:
-        fs = evaluate.few_shot(x, labels, way, shot, queries, episodes, seed=seed)
+        fs = measures.few_shot(x, labels, way, shot, queries, episodes, seed=seed)
         metrics[f"{way}way{shot}shot"] = {"mean": fs["mean"], "ci95": fs["ci95"]}
     if runs is not None:
         shape = runs["train_images"].shape  # (R, W, H, W, C)
         train, test = (embed_all(embed_fn, runs[k].reshape(-1, *shape[2:])).reshape(*shape[:2], -1)
                        for k in ("train_images", "test_images"))
-        metrics["lake_oneshot_runs"] = evaluate.oneshot_runs(train, test, runs["answers"])["accuracy"]
-    metrics["recall@1"] = evaluate.retrieval(x, labels, ks=(1,))["recall@1"]
+        metrics["lake_oneshot_runs"] = measures.oneshot_runs(train, test, runs["answers"])["accuracy"]
+    metrics["recall@1"] = measures.retrieval(x, labels, ks=(1,))["recall@1"]
     metrics.update(classes=int(len(np.unique(labels))), episodes=int(episodes), queries=int(queries))
     return metrics
 
@@ -74,7 +74,7 @@ class FewShot(Protocol):
 
         data = test_data(card) if data is None else data  # 5-way 1-shot alone, without the rest
         x = embed_all(embed_fn, data["images"])
-        return float(evaluate.few_shot(x, data["labels"], 5, 1, FEW_SHOT_QUERIES, FEW_SHOT_EPISODES, seed=0)["mean"])
+        return float(measures.few_shot(x, data["labels"], 5, 1, FEW_SHOT_QUERIES, FEW_SHOT_EPISODES, seed=0)["mean"])
 
     def on_folder(self, embed_fn, held_out, *, seed=0, embed_text=None) -> dict:
         if held_out.get("layout") == "labelled":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo import evaluate
+from zoo import metrics as measures
 
 from .base import Protocol, embed_all, register
 
@@ -20,9 +20,9 @@ def verification(embed_fn, data, *, pairs=None, seed=0) -> dict:
     """
     x = embed_all(embed_fn, data["images"])  # (N, D)
     labels = np.asarray(data["labels"])
-    a, b, same = evaluate.verification_pairs(labels, n_pairs=pairs, seed=seed)
-    v = evaluate.verification(x[a], x[b], same, folds=10)
-    r = evaluate.retrieval(x, labels, ks=(1, 5))
+    a, b, same = measures.verification_pairs(labels, n_pairs=pairs, seed=seed)
+    v = measures.verification(x[a], x[b], same, folds=10)
+    r = measures.retrieval(x, labels, ks=(1, 5))
     return {"verification_accuracy": v["accuracy"], "verification_accuracy_std": v["accuracy_std"], "auc": v["auc"],
             "eer": v["eer"], "tar@far=1e-3": v["tar_at_far"]["1e-03"], "threshold": v["threshold"],
             "recall@1": r["recall@1"], "recall@5": r["recall@5"], "map_at_r": r["map_at_r"], "pairs": int(len(same)),
@@ -45,5 +45,5 @@ class Verification(Protocol):
         return verification(embed_fn, held_out, seed=seed)
 
     def figure_data(self, x, data, options) -> dict:
-        a, b, same = evaluate.verification_pairs(data["labels"], options.get("pairs"), seed=0)
-        return {"roc": evaluate.verification(x[a], x[b], same, folds=10)["roc"]}
+        a, b, same = measures.verification_pairs(data["labels"], options.get("pairs"), seed=0)
+        return {"roc": measures.verification(x[a], x[b], same, folds=10)["roc"]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zoo import evaluate
+from zoo import metrics as measures
 from zoo.runtime.kernels import prompt_ensemble  # noqa: F401  (also zoo.protocols.prompt_ensemble)
 
 from .base import Protocol, embed_all, register, test_data
@@ -22,7 +22,7 @@ def image_text_retrieval(embed_fn, embed_text, data) -> dict:
     captions = np.asarray(embed_text([str(c) for c in data["captions"]]), np.float32)  # (N, D), row i of image i
     metrics = {"test_images": int(len(x))}
     for direction, (q, g) in {"image_to_text": (x, captions), "text_to_image": (captions, x)}.items():
-        for k, value in evaluate.paired_recall(q, g, ks=(1, 5, 10)).items():
+        for k, value in measures.paired_recall(q, g, ks=(1, 5, 10)).items():
             metrics[f"{direction}_{k}"] = value
     for k in (1, 5, 10):
         metrics[f"chance_recall@{k}"] = k / len(x)
@@ -48,13 +48,13 @@ def zero_shot(embed_fn, embed_text, data, *, templates, train=None) -> dict:
     classes["zero_shot_subcategory_top1"] = (data["subcategory_labels"], [words(c) for c in data["subcategory_names"]])
     for key, (labels, names) in classes.items():
         text = prompt_ensemble(embed_text, names, templates)  # (C, D)
-        metrics[key] = evaluate.zero_shot(x, labels, text)["accuracy"]
+        metrics[key] = measures.zero_shot(x, labels, text)["accuracy"]
     for key, labels, names in (("category", data["labels"], data["category_names"]),
                                ("subcategory", data["subcategory_labels"], data["subcategory_names"])):
         metrics[f"{key}_majority"] = float(np.bincount(labels).max() / n)
         metrics[f"{key}_chance"] = 1.0 / len(names)
     if train is not None:
-        metrics["linear_probe_category_top1"] = evaluate.linear_probe(
+        metrics["linear_probe_category_top1"] = measures.linear_probe(
             embed_all(embed_fn, train["images"]), train["labels"], x, data["labels"])["accuracy"]
     return metrics
 
@@ -83,7 +83,7 @@ class ZeroShot(Protocol):
         data = test_data(card) if data is None else data  # each test image among all test captions
         x = embed_all(embed_fn, data["images"])
         captions = embed_text([str(c) for c in data["captions"]])
-        return float(evaluate.paired_recall(x, captions, ks=(5,))["recall@5"])
+        return float(measures.paired_recall(x, captions, ks=(5,))["recall@5"])
 
     def on_folder(self, embed_fn, held_out, *, seed=0, embed_text=None) -> dict:
         if embed_text is None:
