@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-5
 LEARNING_RATE = 1.0  # plain SGD: the step is the gradient, weights - new weights
 BATCH = 8  # global batch: 4 rows per device
-METHOD_MODULES = tuple(f"zoo.methods.{m}" for m in ("simclr", "clip", "triplet", "protonet", "context_prediction"))
+METHOD_MODULES = tuple(f"zoo.methods.{m}" for m in ("base", "simclr", "clip", "triplet", "protonet",
+                                                      "context_prediction"))
 # Gradients: float32 rounding alone exceeds 1e-5 on some CPUs (the module docstring has the figures).
 GRAD_TOLERANCE = 1e-4
 # The in-batch loss families of the issue, and context prediction: a per-image loss (on TensorFlow each

@@ -1,4 +1,4 @@
-"""One keras.Model subclass per representation-learning method (see DESIGN.md, Methods)."""
+"""One keras.Model subclass per representation-learning method."""
 
 from zoo.methods.base import EmbeddingMethod
 

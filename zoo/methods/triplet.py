@@ -4,7 +4,7 @@ import keras
 from keras import layers, ops
 
 from zoo import losses
-from zoo.distributed import gather, on_global_batch
+from zoo.distributed import on_global_batch
 from zoo.methods.base import EmbeddingMethod
 from zoo.methods.siamese import optional_augment
 from zoo.ops import l2_normalize
@@ -86,12 +86,12 @@ class Triplet(EmbeddingMethod):
             outputs["logits"] = self.head(features, training=training)  # (B, C)
         return outputs
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def objective(self, y, y_pred):
         if y is None:
             raise ValueError("Triplet needs y = labels (B,) int, e.g. from zoo.data.samplers.PKSampler")
-        # Mining and clusters are in-batch: on N replicas, over the global batch (zoo.distributed.gather).
-        labels = gather(ops.cast(y, "int32"))  # (B,)
-        embeddings = gather(y_pred["embeddings"])  # (B, F) float32, unit norm
+        # Mining and clusters are in-batch: on N replicas the global batch (EmbeddingMethod.compute_loss gathers it).
+        labels = ops.cast(y, "int32")  # (B,)
+        embeddings = y_pred["embeddings"]  # (B, F) float32, unit norm
         triplet = MINING[self.mining](labels, embeddings, self.margin, self.squared)
         self.triplet_loss_tracker.update_state(triplet)
         self.active_fraction_tracker.update_state(losses.triplet_active_fraction(
@@ -101,9 +101,9 @@ class Triplet(EmbeddingMethod):
             loss = loss + self.hard_cluster_weight * losses.hard_cluster(labels, embeddings, self.cluster_margin)
         if self.head is not None:
             cross_entropy = keras.losses.sparse_categorical_crossentropy(
-                labels, ops.cast(gather(y_pred["logits"]), "float32"), from_logits=True)
+                labels, ops.cast(y_pred["logits"], "float32"), from_logits=True)
             loss = loss + self.classifier_weight * ops.mean(cross_entropy)
-        return self.regularized(loss)
+        return loss
 
     def get_config(self):
         return {**super().get_config(), "mining": self.mining, "margin": self.margin, "squared": self.squared,
