@@ -26,7 +26,7 @@ import deepface_softmax
 import facenet_triplet
 import zoo.data
 from zoo import protocols
-from zoo.recipe import REPO, embed, train
+from zoo.recipe import REPO, embed, same_config, train
 
 # (row, recipe, settings changed from the recipe's defaults).
 VARIANTS = [
@@ -99,7 +99,7 @@ def main(argv=None):
         config = dataclasses.replace(recipe.Config(), **overrides)
         budget = {"epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch, "p": config.p, "k": config.k}
         done = cached.get(row, {})
-        if done.get("config") == dataclasses.asdict(config) and all(k in done for _, k in COLUMNS):
+        if same_config(done.get("config"), config) and all(k in done for _, k in COLUMNS):
             results[row] = cached[row]
             continue
         if args.only is not None and i not in args.only:

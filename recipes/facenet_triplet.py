@@ -12,22 +12,26 @@ The published entry trained a wider ResNet for 5,000 steps on a GPU machine with
         --trained runs/gpu/facenet_triplet
 
 Trains a small ResNet on the LFW train identities (people with >= 10 photos, 48x48 RGB) with
-P x K batches and in-batch triplet mining (FaceNet's semi-hard by default; --mining batch_hard
+P x K batches and in-batch triplet mining (FaceNet's semi-hard by default; --loss batch_hard
 or batch_all, --hard-cluster-weight, --classifier-weight for the ablation's variants), with
-flips, small crops and colour jitter. Evaluates on the held-out test identities, never seen in
+flips, small crops and colour jitter. --loss names any registered loss of labelled batches
+(zoo.losses.label_losses(): e.g. multi_similarity, arcface), trained by zoo.methods.MetricLearning
+with the loss's own default options; --mining is the older name of --loss. Evaluates on the held-out test identities, never seen in
 training: every same-person pair and as many different-person pairs, 10-fold verification
 accuracy, ROC AUC, TAR@FAR=1e-3, and leave-one-out retrieval recall@1.
 Interrupted runs resume from the last finished epoch when re-run (--fresh starts over).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 
 from zoo.data.augment import faces
 from zoo.data.samplers import HardClusterSampler, PKSampler
-from zoo.methods.triplet import Triplet
+from zoo.losses import label_losses
+from zoo.methods.metric import MetricLearning
+from zoo.methods.triplet import MINING, Triplet
 from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, compile_with_cosine_decay, face_data, face_resnet,
                         lfw_splits, parse_config, publish_verification, train)
 
@@ -36,8 +40,10 @@ from zoo.recipe import (LFW_DATASET, LFW_LICENSE, LFW_SPLITS, compile_with_cosin
 class Config:
     name: str = "facenet_triplet"
     seed: int = 0
-    mining: str = "semi_hard"
-    margin: float = 0.2
+    # The loss; the triplet miners (semi_hard, batch_hard, batch_all) train a Triplet, the others MetricLearning.
+    loss: str = field(default="semi_hard", metadata={"choices": label_losses()})
+    mining: str = field(default="semi_hard", metadata={"choices": label_losses()})  # the older name of `loss`
+    margin: float = 0.2  # of the triplet losses (the other losses train with their defaults)
     squared: bool = False
     hard_cluster_weight: float = 0.0  # > 0 adds the hard-cluster term
     hard_cluster_sampler: bool = False  # batches of mutually close identities (refreshed every epoch)
@@ -65,18 +71,42 @@ CARD = {
 }
 
 
+def loss_of(config):
+    """The loss `config` trains: `loss`, or `mining` (its older name) where `loss` is at its default."""
+    if config.loss != Config.loss and config.mining not in (Config.loss, config.loss):
+        raise ValueError(f"loss {config.loss!r} and mining {config.mining!r}: mining is the older name of loss, "
+                         "give one")
+    return config.loss if config.loss != Config.loss else config.mining
+
+
+def with_one_loss(config, args):
+    """`config` with `loss` and `mining` both the loss it trains (so the card records one name); a flag given wins
+    over the defaults and over an --init parent's."""
+    given = {args.loss, args.mining} - {None}
+    if len(given) > 1:
+        raise ValueError(f"--loss {args.loss} and --mining {args.mining}: --mining is the older name of --loss, "
+                         "give one")
+    name = given.pop() if given else loss_of(config)
+    return replace(config, loss=name, mining=name)
+
+
 def build(config, train_data=None):
-    """The compiled Triplet model of `config`, its sampler over the LFW train identities, and the callbacks the
-    sampler needs (the hard-cluster refresh)."""
+    """The compiled model of `config` (a Triplet for a triplet miner, else MetricLearning), its sampler over the
+    LFW train identities, and the callbacks the sampler needs (the hard-cluster refresh)."""
     keras.utils.set_random_seed(config.seed)
     train_data = lfw_splits(config.identities)[0] if train_data is None else train_data
     p = min(config.p, int(train_data["labels"].max()) + 1)  # a user folder may hold fewer identities than P
     n_classes = int(train_data["labels"].max()) + 1
-    model = Triplet(face_resnet(config.widths, config.embedding_dim), mining=config.mining, margin=config.margin,
-                    squared=config.squared, hard_cluster_weight=config.hard_cluster_weight,
-                    num_classes=n_classes if config.classifier_weight else None,
-                    classifier_weight=config.classifier_weight or 1.0,
-                    augment=faces(48, seed=config.seed) if config.augment else None)
+    encoder, loss = face_resnet(config.widths, config.embedding_dim), loss_of(config)
+    parts = {"hard_cluster_weight": config.hard_cluster_weight,
+             "augment": faces(48, seed=config.seed) if config.augment else None}
+    if loss in MINING:
+        model = Triplet(encoder, mining=loss, margin=config.margin, squared=config.squared,
+                        num_classes=n_classes if config.classifier_weight else None,
+                        classifier_weight=config.classifier_weight or 1.0, **parts)
+    else:  # num_classes: the rows of a class-centre head (ArcFace) and of the softmax head
+        model = MetricLearning(encoder, loss=loss, num_classes=n_classes, classifier_weight=config.classifier_weight,
+                               **parts)
     callbacks = []
     if config.hard_cluster_sampler:
         sampler = HardClusterSampler(train_data["images"], train_data["labels"], p, config.k,
@@ -93,12 +123,16 @@ def build(config, train_data=None):
 
 def main(argv=None):
     config, args = parse_config(Config, SMOKE, argv, description=__doc__)
+    config = with_one_loss(config, args)
     train_data, test, preprocessing, record = face_data(args, config)
     model, sampler, callbacks = build(config, train_data)
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.p * config.k,
                 callbacks=callbacks, shuffle=False, argv=argv)
-    extras = {"mining": config.mining, "margin": config.margin, "normalisation": "x / 127.5 - 1 inside the graph"}
-    card = {**CARD, "recipe": run.command, "preprocessing": preprocessing, "extras": extras}
+    options = ({"mining": config.loss, "margin": config.margin} if config.loss in MINING
+               else {"loss_options": model.loss_options})
+    extras = {"loss": config.loss, **options, "normalisation": "x / 127.5 - 1 inside the graph"}
+    card = {**CARD, "method": type(model).__name__, "recipe": run.command, "preprocessing": preprocessing,
+            "extras": extras}
     # Held-out: identities never seen in training (LFW's test identities, or your held-out classes).
     return publish_verification(model.embedder, config, args, run, card, test, record,
                                 steps=config.epochs * config.steps_per_epoch, seed=config.seed)

@@ -27,6 +27,14 @@ def ref_distances(x, squared=False):
 # ---------------------------------------------------------------- metric learning
 
 
+def ordered_pairs(labels, x):
+    """(same, distance) of every ordered pair (i, j), i != j, row by row: float32 (B(B-1),) each."""
+    d = ref_distances(x)
+    pairs = [(i, j) for i in range(len(labels)) for j in range(len(labels)) if i != j]
+    same = np.array([float(labels[i] == labels[j]) for i, j in pairs], np.float32)
+    return same, np.array([d[i, j] for i, j in pairs], np.float32)
+
+
 def ref_contrastive(same, distance, margin):
     """Hadsell et al. 2006 without the 1/2: same * d^2 + (1 - same) * max(0, margin - d)^2, mean over pairs."""
     terms = [s * d**2 + (1 - s) * max(0.0, margin - d) ** 2 for s, d in zip(same, distance)]

@@ -54,6 +54,13 @@ def triplet(make_images):
     return Case(model, x, labels, ("head", "augment"))
 
 
+def metric_learning(make_images):
+    x, labels = images(make_images)
+    model = zoo.methods.MetricLearning(conv4(), loss="contrastive", num_classes=4, classifier_weight=0.5,
+                                       augment=square_crops(SIZE, seed=0))
+    return Case(model, x, labels, ("head", "augment"))
+
+
 def classifier(make_images):
     x, labels = images(make_images)
     model = zoo.methods.Classifier(conv4(), num_classes=4, label_smoothing=0.1, augment=square_crops(SIZE, seed=0))
@@ -101,6 +108,7 @@ def clip(make_images):
 BUILDERS = {
     "Siamese": siamese,
     "Triplet": triplet,
+    "MetricLearning": metric_learning,
     "Classifier": classifier,
     "ProtoNet": protonet,
     "SimCLR": simclr,

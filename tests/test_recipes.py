@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+import zoo.losses
 import zoo.recipe
 from zoo import protocols, registry
 from zoo.runtime import OnnxEmbedder
@@ -188,6 +189,56 @@ def test_trained_refuses_another_config_tampered_or_missing_weights(tmp_path, mo
     with pytest.raises(FileNotFoundError, match="train-only"):
         recipe.main(["--smoke", "--trained", str(tmp_path / "nowhere"), "--root", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
+
+
+NON_TRIPLET_LOSSES = [name for name in zoo.losses.label_losses() if name not in ("semi_hard", "batch_hard", "batch_all")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", NON_TRIPLET_LOSSES)
+def test_facenet_recipe_trains_and_publishes_with_every_registered_loss(loss, tmp_path, monkeypatch):
+    """`--loss NAME`: the face recipe trains any registered loss of labelled batches through MetricLearning and
+    publishes it; the card names the method, the loss and its options."""
+    recipe = load_recipe("facenet_triplet", monkeypatch)
+    card = recipe.main(["--smoke", "--loss", loss, "--root", str(tmp_path / "exports"),
+                        "--workdir", str(tmp_path / "work")])
+    folder = tmp_path / "exports" / "facenet_triplet"
+    registry.verify_files(folder, card)
+    assert (card.method, card.protocol, card.primary_metric) == ("MetricLearning", "verification",
+                                                                 "verification_accuracy")
+    assert card.recipe == f"python recipes/facenet_triplet.py --smoke --loss {loss}"
+    assert card.extras["loss"] == loss and card.extras["loss_options"] == zoo.losses.get_loss(loss).options
+    assert card.training["config"]["loss"] == card.training["config"]["mining"] == loss
+    assert np.isfinite(card.training["final_loss"])
+    for key in PROTOCOL_METRICS["verification"] - {"threshold"}:
+        assert 0.0 <= value(card.metrics[key]) <= 1.0, key
+    with np.load(folder / "golden.npz") as golden:
+        np.testing.assert_allclose(OnnxEmbedder(folder).embed(golden["embedder__inputs"]),
+                                   golden["embedder__embeddings"], atol=1e-5)
+
+
+def test_facenet_recipe_takes_mining_as_the_older_name_of_loss(monkeypatch):
+    recipe = load_recipe("facenet_triplet", monkeypatch)
+
+    def parsed(*flags):
+        config, args = zoo.recipe.parse_config(recipe.Config, recipe.SMOKE, ["--smoke", *flags])
+        return recipe.with_one_loss(config, args)
+
+    for flags in (["--mining", "batch_all"], ["--loss", "batch_all"], ["--loss", "batch_all", "--mining", "batch_all"]):
+        config = parsed(*flags)
+        assert (config.loss, config.mining) == ("batch_all", "batch_all"), flags
+    assert (parsed().loss, parsed().mining) == ("semi_hard", "semi_hard")
+    with pytest.raises(ValueError, match="--mining is the older name of --loss"):
+        parsed("--loss", "batch_all", "--mining", "batch_hard")
+    with pytest.raises(SystemExit):  # argparse: not a registered loss of labelled batches
+        parsed("--loss", "hardest")
+    # A config that names only `mining` (the ablation's variants) trains that miner; a published card's config
+    # (no `loss`) is the default's.
+    model = recipe.build(dataclasses.replace(recipe.Config(**recipe.SMOKE), mining="batch_hard"))[0]
+    assert type(model).__name__ == "Triplet" and model.mining == "batch_hard"
+    assert zoo.recipe.same_config(registry.info("facenet_triplet").training["config"],
+                                  parsed("--epochs", "50", "--widths", "32-64-128-256", "--steps-per-epoch", "100",
+                                         "--p", "32", "--k", "4", "--embedding-dim", "128", "--identities", "0"))
 
 
 class Interrupted(Exception):

@@ -64,7 +64,8 @@ def parse_config(config_cls, smoke_overrides, argv=None, description=None):
                              "float32)")
     for field in dataclasses.fields(config_cls):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
-                            type=_parser_type(field.default), help=f"default {field.default!r}")
+                            type=_parser_type(field.default), choices=field.metadata.get("choices"),
+                            help=f"default {field.default!r}")
     args = parser.parse_args(argv)
     args.parent = None
     values = {}
