@@ -109,6 +109,24 @@ def ref_hard_cluster(labels, x, margin):
     return np.mean(terms) if terms else 0.0
 
 
+def ref_multi_similarity(labels, x, alpha, beta, base, epsilon):
+    """Wang et al. 2019: per anchor, the positives closer than the hardest negative + epsilon and the negatives
+    closer than the hardest positive - epsilon, in the two soft-max terms of L_MS; the mean over every anchor."""
+    x = np.asarray(x, np.float64)
+    z = x / np.sqrt(np.maximum(np.sum(x**2, axis=1, keepdims=True), 1e-12))  # as tf.math.l2_normalize
+    n = len(labels)
+    total = 0.0
+    for i in range(n):
+        s = {k: z[i] @ z[k] for k in range(n)}
+        positives = [k for k in range(n) if k != i and labels[k] == labels[i]]
+        negatives = [k for k in range(n) if labels[k] != labels[i]]
+        kept_p = [k for k in positives if negatives and s[k] < max(s[m] for m in negatives) + epsilon]
+        kept_n = [k for k in negatives if positives and s[k] > min(s[p] for p in positives) - epsilon]
+        total += np.log(1 + sum(np.exp(-alpha * (s[k] - base)) for k in kept_p)) / alpha
+        total += np.log(1 + sum(np.exp(beta * (s[k] - base)) for k in kept_n)) / beta
+    return total / n
+
+
 def ref_cross_entropy(logits, labels, smoothing=0.0):
     """Mean softmax cross-entropy, one row at a time, against (1 - s) one-hot + s / C targets."""
     logits = np.asarray(logits, np.float64)

@@ -90,6 +90,7 @@ ORACLES = {
     "semi_hard": (references.ref_semi_hard, [{"margin": 1.0, "squared": True}]),
     "hard_cluster": (references.ref_hard_cluster, [{"margin": 5.0}]),
     "contrastive": (references.ref_contrastive, [{"margin": 0.5}]),
+    "multi_similarity": (references.ref_multi_similarity, [{"alpha": 1.0, "beta": 10.0, "base": 0.3, "epsilon": 0.3}]),
 }
 
 
