@@ -525,20 +525,34 @@ def test_label_loss_gradient_matches_finite_differences_of_its_oracle(name, valu
 # ---------------------------------------------------------------- bad input
 
 
+# The registered losses of a labelled batch (labels, embeddings first), and a triplet loss's metric.
+BATCH_LOSSES = ["triplet_active_fraction",
+                *(n for n in sorted(ORACLES) if losses.get_loss(n).inputs[:2] == ("labels", "embeddings"))]
+CENTRES = np.zeros((3, 3), np.float32)  # (C, D) class centres of the width D = 3 of the valid embeddings below
+
+
 @pytest.mark.parametrize(
-    "labels, embeddings, message",
+    "labels, embeddings, centres, message",
     [
-        (np.zeros((4, 1), np.int32), np.zeros((4, 3), np.float32), "rank-1"),
-        (np.zeros(4, np.int32), np.zeros(4, np.float32), "rank-2"),
-        (np.zeros(4, np.int32), np.zeros((4, 3, 1), np.float32), "rank-2"),
-        (np.zeros(5, np.int32), np.zeros((4, 3), np.float32), "same batch size"),
-        (np.zeros(4, np.float32), np.zeros((4, 3), np.float32), "integer dtype"),
+        (np.zeros((4, 1), np.int32), np.zeros((4, 3), np.float32), None, "rank-1"),
+        (np.zeros(4, np.int32), np.zeros(4, np.float32), None, "rank-2"),
+        (np.zeros(4, np.int32), np.zeros((4, 3, 1), np.float32), None, "rank-2"),
+        (np.zeros(5, np.int32), np.zeros((4, 3), np.float32), None, "same batch size"),
+        (np.zeros(4, np.float32), np.zeros((4, 3), np.float32), None, "integer dtype"),
+        (np.zeros(4, np.int32), np.zeros((4, 3), np.float32), np.zeros((3, 2), np.float32), "centres"),
+        (np.zeros(4, np.int32), np.zeros((4, 3), np.float32), np.zeros(3, np.float32), "centres"),
     ],
 )
-@pytest.mark.parametrize("name", [*TRIPLET_LOSSES, "hard_cluster"])
-def test_label_losses_reject_bad_input(name, labels, embeddings, message):
+@pytest.mark.parametrize("name", BATCH_LOSSES)
+def test_label_losses_reject_bad_input(name, labels, embeddings, centres, message):
+    registered = losses.LOSSES.get(name)
+    takes_centres = registered is not None and "centres" in registered.inputs
+    if centres is not None and not takes_centres:
+        pytest.skip("a case of the losses with class centres")
+    fn = getattr(losses, name) if registered is None else registered.fn
+    args = (labels, embeddings, CENTRES if centres is None else centres) if takes_centres else (labels, embeddings)
     with pytest.raises(ValueError, match=message):
-        getattr(losses, name)(labels, embeddings)
+        fn(*args)
 
 
 def test_pair_losses_reject_bad_input():
