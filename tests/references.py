@@ -127,6 +127,26 @@ def ref_multi_similarity(labels, x, alpha, beta, base, epsilon):
     return total / n
 
 
+def ref_arcface(labels, x, centres, scale, margin):
+    """Deng et al. 2019: softmax cross-entropy over s cos(theta_j), the label's angle widened to theta_y + m where
+    that stays below pi, else the label's cosine minus m sin(pi - m) (the authors' code); one row at a time."""
+    x, centres = np.asarray(x, np.float64), np.asarray(centres, np.float64)
+    z = x / np.sqrt(np.maximum(np.sum(x**2, axis=1, keepdims=True), 1e-12))  # as tf.math.l2_normalize
+    w = centres / np.sqrt(np.maximum(np.sum(centres**2, axis=1, keepdims=True), 1e-12))
+    total = 0.0
+    for row, label in zip(z, labels):
+        cos = np.array([row @ centre for centre in w])
+        theta = np.arccos(np.clip(cos[label], -1.0, 1.0))
+        if theta + margin < np.pi:
+            target = np.cos(theta + margin)
+        else:
+            target = cos[label] - margin * np.sin(np.pi - margin)
+        logits = scale * np.where(np.arange(len(w)) == label, target, cos)
+        top = logits.max()
+        total += top + np.log(np.sum(np.exp(logits - top))) - logits[label]
+    return total / len(labels)
+
+
 def ref_cross_entropy(logits, labels, smoothing=0.0):
     """Mean softmax cross-entropy, one row at a time, against (1 - s) one-hot + s / C targets."""
     logits = np.asarray(logits, np.float64)

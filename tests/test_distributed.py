@@ -52,7 +52,7 @@ def _model_and_data(case):
     """(a tiny compiled-to-be model of the method, its one-batch training data) for `case`; seeded."""
     import keras
 
-    from zoo import backbones, methods
+    from zoo import backbones, losses, methods
     from zoo.data import augment, samplers
 
     keras.utils.set_random_seed(0)
@@ -86,7 +86,9 @@ def _model_and_data(case):
         extra = {"hard_cluster_weight": 1.0, "num_classes": 8} if case.endswith("cluster_ce") else {}
         return methods.Triplet(encoder, mining=mining, **extra), samplers.PKSampler(images, labels, 4, 2, 1, seed=0)
     if case.startswith("metric_"):  # num_classes: the rows of a class-centre head, where the loss has one
-        model = methods.MetricLearning(encoder, loss=case[len("metric_"):], num_classes=8)
+        loss = case[len("metric_"):]
+        scaled = {"scale": 2.0} if "scale" in losses.get_loss(loss).options else {}  # logits of order 1, as CLIP's
+        model = methods.MetricLearning(encoder, loss=loss, loss_options=scaled, num_classes=8)
         return model, samplers.PKSampler(images, labels, 4, 2, 1, seed=0)
     if case == "protonet":
         model = methods.ProtoNet(encoder, way=4, shot=1, queries=1)  # an episode of 8 rows, split 4 + 4

@@ -91,6 +91,7 @@ ORACLES = {
     "hard_cluster": (references.ref_hard_cluster, [{"margin": 5.0}]),
     "contrastive": (references.ref_contrastive, [{"margin": 0.5}]),
     "multi_similarity": (references.ref_multi_similarity, [{"alpha": 1.0, "beta": 10.0, "base": 0.3, "epsilon": 0.3}]),
+    "arcface": (references.ref_arcface, [{"scale": 8.0}, {"scale": 16.0, "margin": 1.2}]),
 }
 
 
