@@ -25,7 +25,7 @@ import keras
 import face
 import zoo.data
 from zoo import protocols
-from zoo.training import REPO, embed, train
+from zoo.training import REPO, embed, same_config, train
 
 # (row, preset of recipes/face.py, settings changed from the preset's defaults).
 VARIANTS = [
@@ -98,7 +98,7 @@ def main(argv=None):
         config = dataclasses.replace(face.PRESETS[preset].config(), **overrides)
         budget = {"epochs": config.epochs, "steps_per_epoch": config.steps_per_epoch, "p": config.p, "k": config.k}
         done = cached.get(row, {})
-        if done.get("config") == dataclasses.asdict(config) and all(k in done for _, k in COLUMNS):
+        if same_config(done.get("config"), config) and all(k in done for _, k in COLUMNS):
             results[row] = cached[row]
             continue
         if args.only is not None and i not in args.only:

@@ -4,9 +4,12 @@
     python recipes/face.py --preset deepface_softmax --smoke    # seconds, publishes into runs/smoke-exports
 
 Presets:
-    facenet_triplet   FaceNet: P x K batches and in-batch triplet mining (semi-hard by default; --mining
+    facenet_triplet   FaceNet: P x K batches and in-batch triplet mining (semi-hard by default; --loss
                       batch_hard or batch_all, --hard-cluster-weight, --classifier-weight for the ablation's
-                      variants).
+                      variants). --loss names any registered loss of labelled batches
+                      (zoo.losses.label_losses(): e.g. multi_similarity, arcface), trained by
+                      zoo.methods.MetricLearning with the loss's own default options; --mining is the older
+                      name of --loss.
     deepface_softmax  DeepFace-style: a softmax over the training identities; the L2-normalised penultimate
                       layer is the embedding and the head is dropped. Batches are class-balanced (P identities
                       x K photos), so the few people with hundreds of photos do not dominate.
@@ -28,7 +31,7 @@ one H200, JAX backend), then were evaluated and published where TensorFlow is:
 Interrupted runs resume from the last finished epoch when re-run (--fresh starts over).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
@@ -37,8 +40,10 @@ from zoo.backbones import face_resnet
 from zoo.data.augment import faces
 from zoo.data.kits import LFW_DATASET, LFW_LICENSE, LFW_SPLITS, face_data, lfw_splits
 from zoo.data.samplers import HardClusterSampler, PKSampler
+from zoo.losses import label_losses
 from zoo.methods.classifier import Classifier
-from zoo.methods.triplet import Triplet
+from zoo.methods.metric import MetricLearning
+from zoo.methods.triplet import MINING, Triplet
 from zoo.training import Preset, compile_with_cosine_decay, parse_config, publish_run, train
 
 
@@ -61,8 +66,10 @@ class FaceConfig:
 @dataclass
 class TripletConfig(FaceConfig):
     name: str = "facenet_triplet"
-    mining: str = "semi_hard"
-    margin: float = 0.2
+    # The loss; the triplet miners (semi_hard, batch_hard, batch_all) train a Triplet, the others MetricLearning.
+    loss: str = field(default="semi_hard", metadata={"choices": label_losses()})
+    mining: str = field(default="semi_hard", metadata={"choices": label_losses()})  # the older name of `loss`
+    margin: float = 0.2  # of the triplet losses (the other losses train with their defaults)
     squared: bool = False
     hard_cluster_weight: float = 0.0  # > 0 adds the hard-cluster term
     hard_cluster_sampler: bool = False  # batches of mutually close identities (refreshed every epoch)
@@ -81,14 +88,41 @@ LFW = {"protocol": "verification", "primary_metric": "verification_accuracy", "t
 NORMALISATION = "x / 127.5 - 1 inside the graph"
 
 
+def loss_of(config):
+    """The loss `config` trains: `loss`, or `mining` (its older name) where `loss` is at its default."""
+    if config.loss != TripletConfig.loss and config.mining not in (TripletConfig.loss, config.loss):
+        raise ValueError(f"loss {config.loss!r} and mining {config.mining!r}: mining is the older name of loss, "
+                         "give one")
+    return config.loss if config.loss != TripletConfig.loss else config.mining
+
+
+def with_one_loss(config, args):
+    """`config` with `loss` and `mining` both the loss it trains (so the card records one name); a flag given wins
+    over the defaults and over an --init parent's."""
+    given = {args.loss, args.mining} - {None}
+    if len(given) > 1:
+        raise ValueError(f"--loss {args.loss} and --mining {args.mining}: --mining is the older name of --loss, "
+                         "give one")
+    name = given.pop() if given else loss_of(config)
+    return replace(config, loss=name, mining=name)
+
+
 def build_triplet(config, train_data, p):
-    """The Triplet model, its sampler and the callbacks the sampler needs (the hard-cluster refresh)."""
+    """A Triplet for a triplet miner, else MetricLearning with the loss; its sampler and the callbacks the sampler
+    needs (the hard-cluster refresh)."""
     n_classes = int(train_data["labels"].max()) + 1
-    model = Triplet(face_resnet(config.widths, config.embedding_dim), mining=config.mining, margin=config.margin,
-                    squared=config.squared, hard_cluster_weight=config.hard_cluster_weight,
-                    num_classes=n_classes if config.classifier_weight else None,
-                    classifier_weight=config.classifier_weight or 1.0,
-                    augment=faces(48, seed=config.seed) if config.augment else None)
+    encoder, loss = face_resnet(config.widths, config.embedding_dim), loss_of(config)
+    parts = {"hard_cluster_weight": config.hard_cluster_weight,
+             "augment": faces(48, seed=config.seed) if config.augment else None}
+    if loss in MINING:
+        model = Triplet(encoder, mining=loss, margin=config.margin, squared=config.squared,
+                        num_classes=n_classes if config.classifier_weight else None,
+                        classifier_weight=config.classifier_weight or 1.0, **parts)
+        options = {"mining": loss, "margin": config.margin}
+    else:  # num_classes: the rows of a class-centre head (ArcFace) and of the softmax head
+        model = MetricLearning(encoder, loss=loss, num_classes=n_classes, classifier_weight=config.classifier_weight,
+                               **parts)
+        options = {"loss_options": model.loss_options}
     callbacks = []
     if config.hard_cluster_sampler:
         sampler = HardClusterSampler(train_data["images"], train_data["labels"], p, config.k,
@@ -100,8 +134,7 @@ def build_triplet(config, train_data, p):
     else:
         sampler = PKSampler(train_data["images"], train_data["labels"], p, config.k, config.steps_per_epoch,
                             seed=config.seed)
-    return model, sampler, callbacks, {"mining": config.mining, "margin": config.margin,
-                                       "normalisation": NORMALISATION}
+    return model, sampler, callbacks, {"loss": loss, **options, "normalisation": NORMALISATION}
 
 
 def build_classifier(config, train_data, p):
@@ -142,11 +175,14 @@ def build(config, preset, train_data=None):
 
 def main(argv=None):
     config, args = parse_config(PRESETS, argv=argv, description=__doc__)
+    if isinstance(config, TripletConfig):
+        config = with_one_loss(config, args)
     train_data, test, preprocessing, record = face_data(args, config)
     model, sampler, callbacks, extras = build(config, args.preset, train_data)
     run = train(model, sampler, config, args, images_per_epoch=config.steps_per_epoch * config.p * config.k,
                 callbacks=callbacks, shuffle=False, argv=argv)
-    card = {**PRESETS[args.preset].card, "preprocessing": preprocessing, "extras": extras}
+    card = {**PRESETS[args.preset].card, "method": type(model).__name__, "preprocessing": preprocessing,
+            "extras": extras}
     # Held-out: identities never seen in training (LFW's test identities, or your held-out classes).
     return publish_run(model.embedder, config, args, run, card, test, record=record,
                        steps=config.epochs * config.steps_per_epoch, seed=config.seed)

@@ -27,6 +27,14 @@ def ref_distances(x, squared=False):
 # ---------------------------------------------------------------- metric learning
 
 
+def ordered_pairs(labels, x):
+    """(same, distance) of every ordered pair (i, j), i != j, row by row: float32 (B(B-1),) each."""
+    d = ref_distances(x)
+    pairs = [(i, j) for i in range(len(labels)) for j in range(len(labels)) if i != j]
+    same = np.array([float(labels[i] == labels[j]) for i, j in pairs], np.float32)
+    return same, np.array([d[i, j] for i, j in pairs], np.float32)
+
+
 def ref_contrastive(same, distance, margin):
     """Hadsell et al. 2006 without the 1/2: same * d^2 + (1 - same) * max(0, margin - d)^2, mean over pairs."""
     terms = [s * d**2 + (1 - s) * max(0.0, margin - d) ** 2 for s, d in zip(same, distance)]
@@ -99,6 +107,44 @@ def ref_hard_cluster(labels, x, margin):
         inter = min(np.sum((centroid[c] - centroid[k]) ** 2) for k in others)
         terms.append(max(0.0, intra - inter + margin))
     return np.mean(terms) if terms else 0.0
+
+
+def ref_multi_similarity(labels, x, alpha, beta, base, epsilon):
+    """Wang et al. 2019: per anchor, the positives closer than the hardest negative + epsilon and the negatives
+    closer than the hardest positive - epsilon, in the two soft-max terms of L_MS; the mean over every anchor."""
+    x = np.asarray(x, np.float64)
+    z = x / np.sqrt(np.maximum(np.sum(x**2, axis=1, keepdims=True), 1e-12))  # as tf.math.l2_normalize
+    n = len(labels)
+    total = 0.0
+    for i in range(n):
+        s = {k: z[i] @ z[k] for k in range(n)}
+        positives = [k for k in range(n) if k != i and labels[k] == labels[i]]
+        negatives = [k for k in range(n) if labels[k] != labels[i]]
+        kept_p = [k for k in positives if negatives and s[k] < max(s[m] for m in negatives) + epsilon]
+        kept_n = [k for k in negatives if positives and s[k] > min(s[p] for p in positives) - epsilon]
+        total += np.log(1 + sum(np.exp(-alpha * (s[k] - base)) for k in kept_p)) / alpha
+        total += np.log(1 + sum(np.exp(beta * (s[k] - base)) for k in kept_n)) / beta
+    return total / n
+
+
+def ref_arcface(labels, x, centres, scale, margin):
+    """Deng et al. 2019: softmax cross-entropy over s cos(theta_j), the label's angle widened to theta_y + m where
+    that stays below pi, else the label's cosine minus m sin(pi - m) (the authors' code); one row at a time."""
+    x, centres = np.asarray(x, np.float64), np.asarray(centres, np.float64)
+    z = x / np.sqrt(np.maximum(np.sum(x**2, axis=1, keepdims=True), 1e-12))  # as tf.math.l2_normalize
+    w = centres / np.sqrt(np.maximum(np.sum(centres**2, axis=1, keepdims=True), 1e-12))
+    total = 0.0
+    for row, label in zip(z, labels):
+        cos = np.array([row @ centre for centre in w])
+        theta = np.arccos(np.clip(cos[label], -1.0, 1.0))
+        if theta + margin < np.pi:
+            target = np.cos(theta + margin)
+        else:
+            target = cos[label] - margin * np.sin(np.pi - margin)
+        logits = scale * np.where(np.arange(len(w)) == label, target, cos)
+        top = logits.max()
+        total += top + np.log(np.sum(np.exp(logits - top))) - logits[label]
+    return total / len(labels)
 
 
 def ref_cross_entropy(logits, labels, smoothing=0.0):

@@ -30,23 +30,29 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))  # this checkout's zoo, whose loss registry names the cases below
 TOLERANCE = 1e-5
 LEARNING_RATE = 1.0  # plain SGD: the step is the gradient, weights - new weights
 BATCH = 8  # global batch: 4 rows per device
-METHOD_MODULES = tuple(f"zoo.methods.{m}" for m in ("simclr", "clip", "triplet", "protonet", "context_prediction"))
+METHOD_MODULES = tuple(f"zoo.methods.{m}" for m in ("base", "simclr", "clip", "metric", "protonet",
+                                                      "context_prediction"))
 # Gradients: float32 rounding alone exceeds 1e-5 on some CPUs (the module docstring has the figures).
 GRAD_TOLERANCE = 1e-4
 # The in-batch loss families of the issue, and context prediction: a per-image loss (on TensorFlow each
 # replica's mean, scaled by 1/N, not gathered) with random patch jitter. SimCLR draws random views.
+# Every other registered loss of labelled batches, through MetricLearning: "metric_<loss>".
 CASES = ("simclr", "micle", "barlow_twins", "clip", "triplet_semi_hard_cluster_ce", "triplet_batch_hard",
-         "triplet_batch_all", "protonet", "context_prediction")
+         "triplet_batch_all", "protonet", "context_prediction",
+         *(f"metric_{name}" for name in importlib.import_module("zoo.losses").label_losses()
+           if name not in ("semi_hard", "batch_hard", "batch_all")))
 
 
 def _model_and_data(case):
     """(a tiny compiled-to-be model of the method, its one-batch training data) for `case`; seeded."""
     import keras
 
-    from zoo import backbones, methods
+    from zoo import backbones, losses, methods
     from zoo.data import augment, samplers
 
     keras.utils.set_random_seed(0)
@@ -79,6 +85,11 @@ def _model_and_data(case):
         mining = {"triplet_batch_hard": "batch_hard", "triplet_batch_all": "batch_all"}.get(case, "semi_hard")
         extra = {"hard_cluster_weight": 1.0, "num_classes": 8} if case.endswith("cluster_ce") else {}
         return methods.Triplet(encoder, mining=mining, **extra), samplers.PKSampler(images, labels, 4, 2, 1, seed=0)
+    if case.startswith("metric_"):  # num_classes: the rows of a class-centre head, where the loss has one
+        loss = case[len("metric_"):]
+        scaled = {"scale": 2.0} if "scale" in losses.get_loss(loss).options else {}  # logits of order 1, as CLIP's
+        model = methods.MetricLearning(encoder, loss=loss, loss_options=scaled, num_classes=8)
+        return model, samplers.PKSampler(images, labels, 4, 2, 1, seed=0)
     if case == "protonet":
         model = methods.ProtoNet(encoder, way=4, shot=1, queries=1)  # an episode of 8 rows, split 4 + 4
         return model, samplers.EpisodeSampler(images, labels, 4, 1, 1, 1, seed=0)

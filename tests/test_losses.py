@@ -2,6 +2,9 @@
 
 Runs on every backend (no tensorflow import at module level). The references compute in
 float64 with explicit loops over pairs and triplets; the library sorts and masks instead.
+Every registered loss of labelled batches has one line in `ORACLES`, which the tests of the
+registry's losses are parametrised over: values in float32 and under mixed precision, compiled
+and with a dynamic batch, gradients (finite, and against finite differences of the oracle).
 """
 
 import keras
@@ -11,8 +14,10 @@ from keras import ops
 
 from zoo import losses
 
+import references
 from references import (
     numeric_grad,
+    ordered_pairs,
     ref_active_fraction,
     ref_barlow_twins,
     ref_batch_all,
@@ -74,6 +79,19 @@ TRIPLET_LOSSES = {
     "triplet_batch_hard": ref_batch_hard,
     "triplet_semi_hard": ref_semi_hard,
     "triplet_active_fraction": ref_active_fraction,
+}
+
+
+# One line per registered loss of labelled batches (zoo.losses.label_losses()): its numpy oracle, which takes the
+# inputs the loss declares and its options by name, and option sets to test beside the defaults.
+ORACLES = {
+    "batch_all": (references.ref_batch_all, [{"margin": 1.0, "squared": True}]),
+    "batch_hard": (references.ref_batch_hard, [{"margin": 1.0, "squared": True}]),
+    "semi_hard": (references.ref_semi_hard, [{"margin": 1.0, "squared": True}]),
+    "hard_cluster": (references.ref_hard_cluster, [{"margin": 5.0}]),
+    "contrastive": (references.ref_contrastive, [{"margin": 0.5}]),
+    "multi_similarity": (references.ref_multi_similarity, [{"alpha": 1.0, "beta": 10.0, "base": 0.3, "epsilon": 0.3}]),
+    "arcface": (references.ref_arcface, [{"scale": 8.0}, {"scale": 16.0, "margin": 1.2}]),
 }
 
 
@@ -382,23 +400,160 @@ def test_dynamic_batch_size_on_tensorflow():
         )
 
 
+# ---------------------------------------------------------------- every registered loss of labelled batches
+
+
+def test_every_label_loss_has_an_oracle():
+    assert sorted(ORACLES) == losses.label_losses()
+
+
+CENTRES_SEED = 11
+
+
+def loss_inputs(name, labels, x):
+    """The inputs that loss `name` declares, as numpy, for a batch: labels made 0..C-1 (so they index the C
+    class centres), the embeddings, every ordered pair of the batch, (C, D) centres drawn from a seeded normal."""
+    labels = np.unique(labels, return_inverse=True)[1].astype(np.int32)
+    made = {"labels": labels, "embeddings": x}
+    made["same"], made["distance"] = ordered_pairs(labels, x)
+    made["centres"] = np.random.default_rng(CENTRES_SEED).normal(size=(labels.max() + 1, x.shape[1])).astype(np.float32)
+    return {k: made[k] for k in losses.get_loss(name).inputs}
+
+
+def registered_value(name, inputs, options):
+    """The registered loss on `inputs` (dict, declared order) with `options`, as a float; on JAX through one
+    cached jit per (loss, options), as `label_loss_value`."""
+    fn = losses.get_loss(name).fn
+    if keras.backend.backend() != "jax":
+        return as_float(fn(*inputs.values(), **options))
+    import jax
+
+    key = (name, tuple(sorted(options.items())))
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(lambda *args: fn(*args, **options))
+    return as_float(_JITTED[key](*inputs.values()))
+
+
+def oracle_value(name, inputs, options):
+    oracle = ORACLES[name][0]
+    return oracle(*inputs.values(), **losses.get_loss(name).resolve(options))
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_label_loss_matches_its_oracle(name):
+    for layout, size, seed in BATCHES:
+        labels, x = make_batch(layout, size, seed)
+        if size < 2 and {"same", "distance"} & set(losses.get_loss(name).inputs):
+            continue  # a batch of one image has no pair
+        inputs = loss_inputs(name, labels, x)
+        for options in [{}, *ORACLES[name][1]]:
+            got = registered_value(name, inputs, options)
+            want = oracle_value(name, inputs, options)
+            np.testing.assert_allclose(
+                got, want, rtol=RTOL, atol=ATOL, err_msg=f"{layout} B={size} seed={seed} {options}"
+            )
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_label_loss_under_mixed_precision_gives_the_float32_oracle(name, dtype):
+    labels, x = make_batch("pk", 12, 0)
+    inputs = loss_inputs(name, labels, x)
+    low = {k: v if k == "labels" else ops.cast(v, dtype) for k, v in inputs.items()}
+    read_back = {k: v if k == "labels" else rounded(v, dtype) for k, v in inputs.items()}
+    got = losses.get_loss(name).fn(*low.values())
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    np.testing.assert_allclose(as_float(got), oracle_value(name, read_back, {}), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_label_loss_compiled_matches_eager(name):
+    labels, x = make_batch("random", 24, 1)
+    inputs = loss_inputs(name, labels, x)
+    fn = losses.get_loss(name).fn
+    eager = as_float(fn(*inputs.values()))
+    np.testing.assert_allclose(as_float(compiled(fn)(*inputs.values())), eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_label_loss_traces_with_a_dynamic_batch_on_tensorflow(name):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorFlow-only tracing mode")
+    import tensorflow as tf
+
+    labels, x = make_batch("random", 16, 2)
+    inputs = loss_inputs(name, labels, x)
+    fixed = {"centres"}  # weights: their shape is known when fit() traces
+    signature = [tf.TensorSpec(v.shape if k in fixed else [None, *v.shape[1:]], v.dtype) for k, v in inputs.items()]
+    fn = losses.get_loss(name).fn
+    traced = tf.function(lambda *args: fn(*args), input_signature=signature)
+    np.testing.assert_allclose(traced(*inputs.values()).numpy(), as_float(fn(*inputs.values())), rtol=1e-6, atol=1e-6)
+
+
+def gradient_inputs(name, labels, x):
+    """(inputs, the float one to differentiate): the embeddings, or the pairs' distances for a pair loss."""
+    inputs = loss_inputs(name, labels, x)
+    return inputs, "embeddings" if "embeddings" in inputs else "distance"
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_label_loss_gradients_finite_on_edge_cases_of_every_registered_loss(name, value_and_grad):
+    fn = losses.get_loss(name).fn
+    cases = [make_batch(layout, 12, 0) for layout in LAYOUTS]
+    labels = np.arange(12, dtype=np.int32) % 3
+    cases.append((labels, np.zeros((12, 8), np.float32)))  # all at the origin
+    cases.append((labels, np.ones((12, 8), np.float32)))  # all equal
+    for labels, x in cases:
+        inputs, wrt = gradient_inputs(name, labels, x)
+        value, grad = value_and_grad(lambda v: fn(*{**inputs, wrt: v}.values()), inputs[wrt])
+        assert np.isfinite(value), (name, labels)
+        assert np.all(np.isfinite(grad)), (name, labels)
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_label_loss_gradient_matches_finite_differences_of_its_oracle(name, value_and_grad):
+    # Generic points (no ties, no kink within eps), so the loss is differentiable there.
+    rng = np.random.default_rng(8)
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 3], np.int32)
+    x = rng.normal(size=(12, 8)).astype(np.float32)
+    inputs, wrt = gradient_inputs(name, labels, x)
+    fn, options = losses.get_loss(name).fn, losses.get_loss(name).options
+    _, grad = value_and_grad(lambda v: fn(*{**inputs, wrt: v}.values()), inputs[wrt])
+    want = numeric_grad(lambda v: ORACLES[name][0](*{**inputs, wrt: v}.values(), **options), inputs[wrt])
+    np.testing.assert_allclose(grad, want, rtol=1e-3, atol=1e-4)
+
+
 # ---------------------------------------------------------------- bad input
 
 
+# The registered losses of a labelled batch (labels, embeddings first), and a triplet loss's metric.
+BATCH_LOSSES = ["triplet_active_fraction",
+                *(n for n in sorted(ORACLES) if losses.get_loss(n).inputs[:2] == ("labels", "embeddings"))]
+CENTRES = np.zeros((3, 3), np.float32)  # (C, D) class centres of the width D = 3 of the valid embeddings below
+
+
 @pytest.mark.parametrize(
-    "labels, embeddings, message",
+    "labels, embeddings, centres, message",
     [
-        (np.zeros((4, 1), np.int32), np.zeros((4, 3), np.float32), "rank-1"),
-        (np.zeros(4, np.int32), np.zeros(4, np.float32), "rank-2"),
-        (np.zeros(4, np.int32), np.zeros((4, 3, 1), np.float32), "rank-2"),
-        (np.zeros(5, np.int32), np.zeros((4, 3), np.float32), "same batch size"),
-        (np.zeros(4, np.float32), np.zeros((4, 3), np.float32), "integer dtype"),
+        (np.zeros((4, 1), np.int32), np.zeros((4, 3), np.float32), None, "rank-1"),
+        (np.zeros(4, np.int32), np.zeros(4, np.float32), None, "rank-2"),
+        (np.zeros(4, np.int32), np.zeros((4, 3, 1), np.float32), None, "rank-2"),
+        (np.zeros(5, np.int32), np.zeros((4, 3), np.float32), None, "same batch size"),
+        (np.zeros(4, np.float32), np.zeros((4, 3), np.float32), None, "integer dtype"),
+        (np.zeros(4, np.int32), np.zeros((4, 3), np.float32), np.zeros((3, 2), np.float32), "centres"),
+        (np.zeros(4, np.int32), np.zeros((4, 3), np.float32), np.zeros(3, np.float32), "centres"),
     ],
 )
-@pytest.mark.parametrize("name", [*TRIPLET_LOSSES, "hard_cluster"])
-def test_label_losses_reject_bad_input(name, labels, embeddings, message):
+@pytest.mark.parametrize("name", BATCH_LOSSES)
+def test_label_losses_reject_bad_input(name, labels, embeddings, centres, message):
+    registered = losses.LOSSES.get(name)
+    takes_centres = registered is not None and "centres" in registered.inputs
+    if centres is not None and not takes_centres:
+        pytest.skip("a case of the losses with class centres")
+    fn = getattr(losses, name) if registered is None else registered.fn
+    args = (labels, embeddings, CENTRES if centres is None else centres) if takes_centres else (labels, embeddings)
     with pytest.raises(ValueError, match=message):
-        getattr(losses, name)(labels, embeddings)
+        fn(*args)
 
 
 def test_pair_losses_reject_bad_input():

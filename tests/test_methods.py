@@ -54,6 +54,13 @@ def triplet(make_images):
     return Case(model, x, labels, ("head", "augment"))
 
 
+def metric_learning(make_images):
+    x, labels = images(make_images)
+    model = zoo.methods.MetricLearning(conv4(), loss="contrastive", num_classes=4, classifier_weight=0.5,
+                                       augment=square_crops(SIZE, seed=0))
+    return Case(model, x, labels, ("head", "augment"))
+
+
 def classifier(make_images):
     x, labels = images(make_images)
     model = zoo.methods.Classifier(conv4(), num_classes=4, label_smoothing=0.1, augment=square_crops(SIZE, seed=0))
@@ -101,6 +108,7 @@ def clip(make_images):
 BUILDERS = {
     "Siamese": siamese,
     "Triplet": triplet,
+    "MetricLearning": metric_learning,
     "Classifier": classifier,
     "ProtoNet": protonet,
     "SimCLR": simclr,
@@ -175,6 +183,48 @@ def test_keras_round_trip_gives_the_same_embeddings(case, tmp_path):
     embedder = keras.saving.load_model(tmp_path / "embedder.keras", safe_mode=True)
     np.testing.assert_allclose(ops.convert_to_numpy(embedder(embedder_inputs(case))), outputs(model, case.x)[0],
                                rtol=1e-6, atol=1e-6)
+
+
+def test_config_keeps_trainable_and_the_dtype_policy(case):
+    config = case.model.get_config()
+    assert config["trainable"] is True and keras.dtype_policies.deserialize(config["dtype"]).name == "float32"
+    rebuilt = type(case.model).from_config({**config, "trainable": False, "dtype": "mixed_bfloat16"})
+    assert rebuilt.trainable is False and rebuilt.dtype_policy.name == "mixed_bfloat16"
+    again = rebuilt.get_config()
+    assert again["trainable"] is False and keras.dtype_policies.deserialize(again["dtype"]).name == "mixed_bfloat16"
+
+
+def test_the_embedder_is_built_once(case):
+    model = case.model
+    assert model.embedder is model.embedder
+    if isinstance(model, zoo.methods.CLIP):
+        assert model.text_embedder is model.text_embedder
+    first = model.embedder
+    keras.config.set_dtype_policy("mixed_bfloat16")  # as a recipe's --precision during its fit
+    try:
+        assert model.embedder is not first  # a policy later: layers of that policy, none of the earlier one's
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert ids(model.embedder.variables) == ids(first.variables)  # either way the encoder's own weights
+
+
+def test_compile_with_a_loss_and_fit_with_sample_weights_are_refused(case):
+    model = case.model
+    with pytest.raises(ValueError, match="computes its own loss: compile it without loss="):
+        model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="computes its own loss"):
+        model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match="computes its own loss"):
+        model.compile(optimizer="sgd", loss_weights=[1.0])
+    model.compile(optimizer="sgd")
+    rows = len(embedder_inputs(case))
+    with pytest.raises(ValueError, match="without sample_weight= or class_weight="):
+        model.fit(case.x, case.y, sample_weight=np.ones(rows), epochs=1, verbose=0)
+    if case.y is not None:
+        with pytest.raises(ValueError, match="without sample_weight= or class_weight="):
+            model.fit(case.x, case.y, class_weight={0: 1.0, 1: 2.0}, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="without sample_weight= or class_weight="):  # a dataset's own weights
+        model.compute_loss(x=case.x, y=case.y, y_pred=model(case.x), sample_weight=np.ones(rows))
 
 
 def test_two_fit_steps_move_the_encoder_and_the_heads(case):

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 
+import zoo.losses
 import zoo.training
 from zoo import protocols, registry
 from zoo.runtime import OnnxEmbedder
@@ -217,6 +218,58 @@ def test_trained_refuses_another_config_tampered_or_missing_weights(tmp_path, mo
     assert not (tmp_path / "x").exists()
 
 
+NON_TRIPLET_LOSSES = [n for n in zoo.losses.label_losses() if n not in ("semi_hard", "batch_hard", "batch_all")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", NON_TRIPLET_LOSSES)
+def test_facenet_recipe_trains_and_publishes_with_every_registered_loss(loss, tmp_path, monkeypatch):
+    """`--loss NAME`: the face recipe trains any registered loss of labelled batches through MetricLearning and
+    publishes it; the card names the method, the loss and its options."""
+    recipe = load_recipe("face", monkeypatch)
+    card = recipe.main(["--preset", "facenet_triplet", "--smoke", "--loss", loss, "--root", str(tmp_path / "exports"),
+                        "--workdir", str(tmp_path / "work")])
+    folder = tmp_path / "exports" / "facenet_triplet"
+    registry.verify_files(folder, card)
+    assert (card.method, card.protocol, card.primary_metric) == ("MetricLearning", "verification",
+                                                                 "verification_accuracy")
+    assert card.recipe == f"python recipes/face.py --preset facenet_triplet --smoke --loss {loss}"
+    assert card.extras["loss"] == loss and card.extras["loss_options"] == zoo.losses.get_loss(loss).options
+    assert card.training["config"]["loss"] == card.training["config"]["mining"] == loss
+    assert np.isfinite(card.training["final_loss"])
+    for key in PROTOCOL_METRICS["verification"] - {"threshold"}:
+        assert 0.0 <= protocols.Protocol.value(card.metrics[key]) <= 1.0, key
+    with np.load(folder / "golden.npz") as golden:
+        np.testing.assert_allclose(OnnxEmbedder(folder).embed(golden["embedder__inputs"]),
+                                   golden["embedder__embeddings"], atol=1e-5)
+
+
+def test_facenet_recipe_takes_mining_as_the_older_name_of_loss(monkeypatch):
+    recipe = load_recipe("face", monkeypatch)
+
+    def parsed(*flags):
+        config, args = zoo.training.parse_config(recipe.PRESETS,
+                                                 argv=["--preset", "facenet_triplet", "--smoke", *flags])
+        return recipe.with_one_loss(config, args)
+
+    for flags in (["--mining", "batch_all"], ["--loss", "batch_all"], ["--loss", "batch_all", "--mining", "batch_all"]):
+        config = parsed(*flags)
+        assert (config.loss, config.mining) == ("batch_all", "batch_all"), flags
+    assert (parsed().loss, parsed().mining) == ("semi_hard", "semi_hard")
+    with pytest.raises(ValueError, match="--mining is the older name of --loss"):
+        parsed("--loss", "batch_all", "--mining", "batch_hard")
+    with pytest.raises(SystemExit):  # argparse: not a registered loss of labelled batches
+        parsed("--loss", "hardest")
+    # A config that names only `mining` (the ablation's variants) trains that miner; a published card's config
+    # (no `loss`) is the default's.
+    preset = recipe.PRESETS["facenet_triplet"]
+    model = recipe.build(dataclasses.replace(preset.config(**preset.smoke), mining="batch_hard"), "facenet_triplet")[0]
+    assert type(model).__name__ == "Triplet" and model.mining == "batch_hard"
+    assert zoo.training.same_config(registry.info("facenet_triplet").training["config"],
+                                  parsed("--epochs", "50", "--widths", "32-64-128-256", "--steps-per-epoch", "100",
+                                         "--p", "32", "--k", "4", "--embedding-dim", "128", "--identities", "0"))
+
+
 class Interrupted(Exception):
     """Stands for a kill arriving after an epoch's checkpoint was written."""
 
@@ -285,8 +338,8 @@ def test_ssl_table_measures_the_published_entries_and_the_floor(tmp_path, monkey
     argv = ["--readme", str(readme), "--episodes", "20", "--classes", "30"]
     text = table.main(argv)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    omniglot = [n for n in sorted(registry.list_models()) if registry.info(n).splits.get("test") == "omniglot/evaluation"
-                and registry.info(n).input_shape == (28, 28, 1)]
+    cards = [registry.info(n) for n in sorted(registry.list_models())]
+    omniglot = [c.name for c in cards if c.splits.get("test") == "omniglot/evaluation" and c.input_shape == (28, 28, 1)]
     expected = ["raw pixels (floor)", "conv4, random weights"] + [f"`{n}`" for n in omniglot]
     assert [r.split(" | ")[0][2:] for r in rows] == expected
     # The floor's features by hand: unit vectors of the ink-bright pixels.

@@ -60,7 +60,7 @@ def parse_config(config_cls, smoke_overrides=None, argv=None, description=None):
     """
     preset = None
     if isinstance(config_cls, dict):
-        choose = argparse.ArgumentParser(add_help=False)
+        choose = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # `--p` is a field, not --preset
         choose.add_argument("--preset", choices=sorted(config_cls))
         choose.add_argument("--init")
         known = choose.parse_known_args(argv)[0]
@@ -107,7 +107,8 @@ def parse_config(config_cls, smoke_overrides=None, argv=None, description=None):
                              "float32)")
     for field in dataclasses.fields(config_cls):
         parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
-                            type=_parser_type(field.default), help=f"default {field.default!r}")
+                            type=_parser_type(field.default), choices=field.metadata.get("choices"),
+                            help=f"default {field.default!r}")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as the card's command gives it (--preset included)
     args.parent = None

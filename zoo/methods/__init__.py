@@ -1,9 +1,10 @@
-"""One keras.Model subclass per representation-learning method (see DESIGN.md, Methods)."""
+"""One keras.Model subclass per representation-learning method; `MetricLearning` trains every registered loss."""
 
 from zoo.methods.base import EmbeddingMethod
 
 _CLASSES = {
     "Siamese": "zoo.methods.siamese",
+    "MetricLearning": "zoo.methods.metric",
     "Triplet": "zoo.methods.triplet",
     "Classifier": "zoo.methods.classifier",
     "ProtoNet": "zoo.methods.protonet",

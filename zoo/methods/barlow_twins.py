@@ -33,7 +33,7 @@ class BarlowTwins(TwoViewMethod):
             raise ValueError(f"lambd must be >= 0, got {lambd!r}")
         self.lambd = float(lambd)
 
-    def objective(self, z_a, z_b):
+    def view_objective(self, z_a, z_b):
         return barlow_twins(z_a, z_b, self.lambd)
 
     def get_config(self):

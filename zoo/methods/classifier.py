@@ -9,7 +9,6 @@ from zoo.methods.siamese import optional_augment
 from zoo.ops import l2_normalize
 
 
-
 @keras.saving.register_keras_serializable(package="zoo")
 class Classifier(EmbeddingMethod):
     """Train an identity classifier; publish its L2-normalised penultimate features as the embedding.
@@ -36,6 +35,7 @@ class Classifier(EmbeddingMethod):
     """
 
     NESTED = ("encoder", "head", "augment")
+    IN_BATCH = False  # a mean over images: each replica's share of it
 
     def __init__(self, encoder, num_classes, label_smoothing=0.0, head=None, augment=None, **kwargs):
         super().__init__(encoder, **kwargs)
@@ -59,7 +59,7 @@ class Classifier(EmbeddingMethod):
         return {"embeddings": l2_normalize(ops.cast(features, "float32")),
                 "logits": self.head(features, training=training)}  # (B, C)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def objective(self, y, y_pred):
         if y is None:
             raise ValueError("Classifier needs y = labels (B,) int in 0..num_classes-1")
         labels = ops.cast(y, "int32")
@@ -68,7 +68,7 @@ class Classifier(EmbeddingMethod):
             ops.one_hot(labels, self.num_classes), logits, from_logits=True, label_smoothing=self.label_smoothing))
         predicted = ops.cast(ops.argmax(logits, axis=1), "int32")
         self.accuracy_tracker.update_state(ops.cast(ops.equal(predicted, labels), "float32"))
-        return self.regularized(loss)
+        return loss
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}

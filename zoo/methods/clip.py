@@ -7,7 +7,7 @@ from keras import ops
 
 from zoo import losses
 from zoo.backbones import embedder_from
-from zoo.distributed import gather, on_global_batch
+from zoo.distributed import on_global_batch
 from zoo.methods.base import EmbeddingMethod
 from zoo.methods.siamese import optional_augment
 from zoo.ops import l2_normalize
@@ -56,8 +56,9 @@ class CLIP(EmbeddingMethod):
 
     @property
     def text_embedder(self):
-        """keras.Model: `token_ids` -> (B, D) L2-normalised text embeddings."""
-        return embedder_from(self.text_encoder, name=f"{self.name}_text_embedder")
+        """keras.Model: `token_ids` -> (B, D) L2-normalised text embeddings; built once, as `embedder`."""
+        return self.published("text_embedder",
+                              lambda: embedder_from(self.text_encoder, name=f"{self.name}_text_embedder"))
 
     def logit_scale(self):
         """The multiplier exp(t), t clamped at ln(max_logit_scale) (no gradient beyond the clamp)."""
@@ -71,15 +72,15 @@ class CLIP(EmbeddingMethod):
         text = l2_normalize(ops.cast(self.text_encoder(token_ids, training=training), "float32"))
         return {"image": self.embed(images, training=training), "text": text}  # (B, D) each
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def objective(self, y, y_pred):
         scale = self.logit_scale()
         self.logit_scale_tracker.update_state(scale)
-        # In-batch negatives: every caption of the global batch (B, D) on N replicas (zoo.distributed.gather).
+        # In-batch negatives: every caption of the global batch (B, D) on N replicas (compute_loss gathers them).
         positives = None
         if y is not None:  # (B, 2) ids: rows with the same image or the same caption are matches (UniCL)
-            ids = gather(ops.cast(y, "int32"))
+            ids = ops.cast(y, "int32")
             positives = ops.any(ids[:, None, :] == ids[None, :, :], axis=-1)  # (B, B)
-        return self.regularized(losses.clip(gather(y_pred["image"]), gather(y_pred["text"]), scale, positives))
+        return losses.clip(y_pred["image"], y_pred["text"], scale, positives)
 
     def get_config(self):
         return {**super().get_config(), "logit_scale_init": self.logit_scale_init,

@@ -47,6 +47,7 @@ class ContextPrediction(EmbeddingMethod):
     """
 
     NESTED = ("encoder", "head")
+    IN_BATCH = False  # a mean over images (the patches' jitter is drawn for the global batch in `grid_features`)
 
     def __init__(self, encoder, image_shape=(28, 28, 1), cell=36, jitter=4, hidden=512, head=None, **kwargs):
         super().__init__(encoder, **kwargs)
@@ -99,8 +100,7 @@ class ContextPrediction(EmbeddingMethod):
         features = self.encoder(ops.reshape(patches, (-1, self.patch, self.patch, self.channels)), training=training)
         return ops.reshape(ops.cast(features, "float32"), (batch, 9, self.feature_dim))
 
-    @property
-    def embedder(self):
+    def build_embedder(self):
         """keras.Model: images (H, W, C) -> (B, 9F) L2-normalised concatenated grid features; shares the encoder."""
         images = keras.Input(self.image_shape, name="images")
         side = 3 * self.cell
@@ -128,13 +128,13 @@ class ContextPrediction(EmbeddingMethod):
         logits = ops.cast(self.head(pairs, training=training), "float32")  # (8B, 8)
         return logits
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def objective(self, y, y_pred):
         logits = y_pred  # (8B, 8): row 8b + k is image b's neighbour k
         positions = ops.arange(ops.shape(logits)[0]) % 8  # (8B,)
         loss = ops.mean(keras.losses.sparse_categorical_crossentropy(positions, logits, from_logits=True))
         correct = ops.cast(ops.equal(ops.argmax(logits, axis=-1), positions), "float32")
         self.accuracy_tracker.update_state(ops.mean(correct))
-        return self.regularized(loss)
+        return loss
 
     def get_config(self):
         return {**super().get_config(), "image_shape": self.image_shape, "cell": self.cell, "jitter": self.jitter,

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from zoo.distributed import gather
 from zoo.losses import prototypical
 from zoo.methods.base import EmbeddingMethod
 
@@ -48,9 +47,9 @@ class ProtoNet(EmbeddingMethod):
         """(B, H, W, C) raw images -> (B, F) float32 un-normalised features, the space of the loss."""
         return ops.cast(self.encoder(inputs, training=training), "float32")
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def objective(self, y, y_pred):
         """Mean query cross-entropy over the episode's prototypes; updates the `accuracy` metric."""
-        y_pred = gather(y_pred)  # (B, F): the whole episode, on N replicas too (zoo.distributed.gather)
+        # y_pred (B, F): the whole episode, on N replicas too (EmbeddingMethod.compute_loss gathers it).
         rows = y_pred.shape[0]
         if rows is not None and rows != self.episode_size:
             raise ValueError(
@@ -60,7 +59,7 @@ class ProtoNet(EmbeddingMethod):
         episode = ops.reshape(ops.cast(y_pred, "float32"), (self.way, self.shot + self.queries, -1))  # (N, K+Q, F)
         loss, accuracy = prototypical(episode[:, : self.shot], episode[:, self.shot :])
         self.accuracy_tracker.update_state(accuracy)
-        return self.regularized(loss)
+        return loss
 
     def get_config(self):
         return {**super().get_config(), "way": self.way, "shot": self.shot, "queries": self.queries}

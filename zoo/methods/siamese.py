@@ -41,6 +41,7 @@ class Siamese(EmbeddingMethod):
     """
 
     NESTED = ("encoder", "augment")
+    IN_BATCH = False  # a mean over independent pairs: each replica's share of it
 
     def __init__(self, encoder, margin=1.0, augment=None, **kwargs):
         super().__init__(encoder, **kwargs)
@@ -66,10 +67,10 @@ class Siamese(EmbeddingMethod):
         zero = ops.less_equal(squared, 0.0)
         return ops.where(zero, 0.0, ops.sqrt(ops.where(zero, 1.0, squared)))
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def objective(self, y, y_pred):
         if y is None:
             raise ValueError("Siamese needs y = same (B,) of 1/0 for each pair")
-        return self.regularized(losses.contrastive(y, ops.cast(y_pred, "float32"), self.margin))
+        return losses.contrastive(y, ops.cast(y_pred, "float32"), self.margin)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}

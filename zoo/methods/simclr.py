@@ -4,14 +4,14 @@ import keras
 from keras import ops
 
 from zoo.backbones import projection_head
-from zoo.distributed import gather, on_global_batch
+from zoo.distributed import on_global_batch
 from zoo.losses import nt_xent
 from zoo.methods.base import EmbeddingMethod
 
 
 @keras.saving.register_keras_serializable(package="zoo")
 class TwoViewMethod(EmbeddingMethod):
-    """Two augmented views of each image, encoded and projected; subclasses give the `objective`.
+    """Two augmented views of each image, encoded and projected; subclasses give the `view_objective`.
 
     Training batches are `(x_a, x_b)` pairs of raw images (zoo.data.samplers.TwoViewSampler;
     x_b is x_a, or another image of the same group for MICLe). The model draws each view's
@@ -40,7 +40,7 @@ class TwoViewMethod(EmbeddingMethod):
         # Mean per-dimension std of the L2-normalised features: about 1/sqrt(F) when healthy, 0 when collapsed.
         self.std_tracker = keras.metrics.Mean(name="feature_std")
 
-    def objective(self, z_a, z_b):
+    def view_objective(self, z_a, z_b):
         """Scalar loss of the two views' projections, each (N, P) float32."""
         raise NotImplementedError
 
@@ -58,11 +58,11 @@ class TwoViewMethod(EmbeddingMethod):
         z = ops.cast(self.projector(features, training=training), "float32")  # (2N, P)
         return ops.cast(features[:n], "float32"), z[:n], z[n:]
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # The objective is in-batch (negatives, batch statistics): on N replicas, over the global batch's
-        # (B, P) views, replica order, row i of z_a still the twin of row i of z_b (zoo.distributed.gather).
-        features, z_a, z_b = (gather(t) for t in y_pred)
-        loss = self.regularized(self.objective(z_a, z_b))
+    def objective(self, y, y_pred):
+        # In-batch (negatives, batch statistics): on N replicas the global batch's (B, P) views, in replica
+        # order, row i of z_a still the twin of row i of z_b (EmbeddingMethod.compute_loss gathers them).
+        features, z_a, z_b = y_pred
+        loss = self.view_objective(z_a, z_b)
         normalised = features / ops.maximum(ops.norm(features, axis=1, keepdims=True), 1e-12)
         self.std_tracker.update_state(ops.mean(ops.std(normalised, axis=0)))
         return loss
@@ -98,7 +98,7 @@ class SimCLR(TwoViewMethod):
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         self.temperature = float(temperature)
 
-    def objective(self, z_a, z_b):
+    def view_objective(self, z_a, z_b):
         return nt_xent(z_a, z_b, self.temperature)
 
     def get_config(self):
