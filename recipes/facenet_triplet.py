@@ -16,9 +16,10 @@ P x K batches and in-batch triplet mining (FaceNet's semi-hard by default; --los
 or batch_all, --hard-cluster-weight, --classifier-weight for the ablation's variants), with
 flips, small crops and colour jitter. --loss names any registered loss of labelled batches
 (zoo.losses.label_losses(): e.g. multi_similarity, arcface), trained by zoo.methods.MetricLearning
-with the loss's own default options; --mining is the older name of --loss. Evaluates on the held-out test identities, never seen in
-training: every same-person pair and as many different-person pairs, 10-fold verification
-accuracy, ROC AUC, TAR@FAR=1e-3, and leave-one-out retrieval recall@1.
+with the loss's own default options; --mining is the older name of --loss. Evaluates on the
+held-out test identities, never seen in training: every same-person pair and as many
+different-person pairs, 10-fold verification accuracy, ROC AUC, TAR@FAR=1e-3, and
+leave-one-out retrieval recall@1.
 Interrupted runs resume from the last finished epoch when re-run (--fresh starts over).
 """
 

@@ -191,7 +191,8 @@ def test_trained_refuses_another_config_tampered_or_missing_weights(tmp_path, mo
     assert not (tmp_path / "x").exists()
 
 
-NON_TRIPLET_LOSSES = [name for name in zoo.losses.label_losses() if name not in ("semi_hard", "batch_hard", "batch_all")]
+NON_TRIPLET_LOSSES = [name for name in zoo.losses.label_losses()
+                      if name not in ("semi_hard", "batch_hard", "batch_all")]
 
 
 @pytest.mark.slow
