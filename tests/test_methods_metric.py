@@ -145,7 +145,8 @@ def test_a_centre_loss_gets_the_weights_of_a_head_the_method_owns(registered, tm
     assert ids(model.centres.variables).isdisjoint(ids(model.embedder.variables))  # not published
     model.save(tmp_path / "method.keras")
     loaded = keras.saving.load_model(tmp_path / "method.keras", safe_mode=True)
-    np.testing.assert_array_equal(ops.convert_to_numpy(loaded.centres.kernel), ops.convert_to_numpy(model.centres.kernel))
+    np.testing.assert_array_equal(ops.convert_to_numpy(loaded.centres.kernel),
+                                  ops.convert_to_numpy(model.centres.kernel))
 
 
 @pytest.mark.multibackend

@@ -206,7 +206,7 @@ class EmbeddingMethod(keras.Model):
                            class_weight=class_weight, sample_weight=sample_weight, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The training objective of a batch: `objective(y, y_pred)` and the regularisation losses, this replica's share.
+        """A batch's training objective: `objective(y, y_pred)` and the regularisation losses, this replica's share.
 
         For an `IN_BATCH` objective, on N TensorFlow replicas `y` and every tensor of `y_pred` are gathered first
         (`zoo.distributed.gather`, in replica order, the gradient flowing back to each replica's rows), so every
