@@ -114,10 +114,10 @@ class Card:
             object.__setattr__(self, "threshold", float(self.threshold))
         from zoo import protocols
 
-        if self.protocol in protocols.ALIASES:
-            object.__setattr__(self, "protocol", protocols.ALIASES[self.protocol])
-            if self.trained_with_labels is None:
-                object.__setattr__(self, "trained_with_labels", False)
+        protocol, labels = protocols.canonical(self.protocol)
+        object.__setattr__(self, "protocol", protocol)
+        if self.trained_with_labels is None:
+            object.__setattr__(self, "trained_with_labels", labels)
         if self.protocol not in protocols.names():
             raise ValueError(f"{where}: protocol must be one of {list(protocols.names())}, got {self.protocol!r}")
         if self.trained_with_labels is not None and not isinstance(self.trained_with_labels, bool):

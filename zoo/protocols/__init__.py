@@ -26,8 +26,8 @@ The int8 gate metric of each protocol (higher is better), `Protocol.gate`:
 | copy_retrieval | `copy_recall@1` |
 """
 
-from .base import (ALIASES, CALIBRATION_COUNT, Protocol, check_gate_splits, for_card, gate_metric, get, headline,
-                   held_out, names, register, seeded_sample, test_data, train_images)
+from .base import (ALIASES, CALIBRATION_COUNT, Protocol, canonical, check_gate_splits, for_card, gate_metric, get,
+                   headline, held_out, names, register, seeded_sample, test_data, train_images)
 from .copy_retrieval import CopyRetrieval, copy_retrieval
 from .few_shot import FEW_SHOT_EPISODES, FEW_SHOT_QUERIES, FEW_SHOT_SETTINGS, FewShot, few_shot, folder_few_shot
 from .verification import Verification, verification
@@ -36,8 +36,8 @@ from .zero_shot import ZeroShot, image_text_retrieval, prompt_ensemble, words, z
 # protocol name -> its int8 gate metric, as older callers read it (`get(name).gate` is the same).
 GATE_METRICS = {name: get(name).gate for name in (*names(), *ALIASES) if get(name).gate}
 
-__all__ = ["Protocol", "register", "get", "for_card", "names", "headline", "held_out", "gate_metric", "ALIASES",
-           "verification", "few_shot", "folder_few_shot", "zero_shot", "image_text_retrieval", "copy_retrieval",
+__all__ = ["Protocol", "register", "get", "canonical", "for_card", "names", "headline", "held_out", "gate_metric",
+           "ALIASES", "verification", "few_shot", "folder_few_shot", "zero_shot", "image_text_retrieval", "copy_retrieval",
            "prompt_ensemble", "words", "test_data", "train_images", "seeded_sample", "check_gate_splits",
            "FEW_SHOT_SETTINGS", "FEW_SHOT_QUERIES", "FEW_SHOT_EPISODES", "CALIBRATION_COUNT", "Verification",
            "FewShot", "ZeroShot", "CopyRetrieval", "GATE_METRICS"]

@@ -89,6 +89,12 @@ def get(name) -> Protocol:
     return protocol
 
 
+def canonical(name) -> tuple[str, bool | None]:
+    """(the registered name, what an older card's name says of its labels): "self_supervised" is few_shot
+    trained without labels; any other name is itself, saying nothing of them."""
+    return (ALIASES[name], False) if name in ALIASES else (name, None)
+
+
 def for_card(card) -> Protocol:
     return get(card.protocol)
 
