@@ -207,6 +207,7 @@ def test_report_empty_root_and_failed_entry(zoo_env, root, tmp_path, monkeypatch
     assert "no published entries" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_writes_ratios(zoo_env, tmp_path, capsys):
     out = tmp_path / "inference.json"
     assert main(["bench", "--entry", "tiny", "--quick", "--out", str(out)]) == 0
