@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-tf test-jax test-distributed test-torch package clean
+.PHONY: demo test test-fast test-tf test-jax test-distributed test-torch package clean
 
 .venv/installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -15,6 +15,11 @@ demo: .venv/installed
 	$(PY) -m zoo.cli report
 
 test: test-tf test-jax
+
+# The unit tests on TensorFlow, a few minutes: everything but the tests marked `slow` (recipe runs, the browser
+# and Node tests, fresh venvs, distributed subprocesses, anything over about 5 s). `make test` runs them all.
+test-fast: .venv/installed
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -x --durations=15 -m "not slow" tests
 
 test-tf: .venv/installed
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -x --durations=15 tests

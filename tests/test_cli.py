@@ -16,23 +16,9 @@ THRESHOLD = 0.9
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    import keras
-    from keras import layers
-
-    from zoo.export import publish
-
-    keras.utils.set_random_seed(0)
-    images = keras.Input((H, W, C), name="images")
-    x = layers.Flatten()(layers.Rescaling(1.0 / 255.0)(images))
-    model = keras.Model(images, layers.UnitNormalization()(layers.Dense(4)(x)))
-    root = tmp_path_factory.mktemp("exports")
-    card = dict(method="Triplet", dataset="synthetic", splits={"test": "synthetic/test"}, primary_metric="accuracy",
-                protocol="verification", recipe="pytest", paper="none", data_license="none",
-                preprocessing={"color": "rgb", "background": [255, 255, 255], "fit": "pad",
-                               "resize": {"method": "box", "size": [H, W]}})
-    publish("tiny", model, card=card, metrics={"accuracy": 0.75}, threshold=THRESHOLD, int8=False, root=root)
-    return root
+def root(tiny_entry):
+    """The session's zoo root (tests/conftest.py): the one entry "tiny", 8x8x3 -> 4, threshold 0.9, accuracy 0.75."""
+    return tiny_entry.root
 
 
 @pytest.fixture
@@ -221,6 +207,7 @@ def test_report_empty_root_and_failed_entry(zoo_env, root, tmp_path, monkeypatch
     assert "no published entries" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_writes_ratios(zoo_env, tmp_path, capsys):
     out = tmp_path / "inference.json"
     assert main(["bench", "--entry", "tiny", "--quick", "--out", str(out)]) == 0

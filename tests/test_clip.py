@@ -96,6 +96,7 @@ def test_shared_images_and_captions_count_as_matches():
     assert abs(got - ref_clip(image, text, scale)) > 1e-3  # without ids: CLIP's one match per row
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text_tower, tuned_stages", [("transformer", 0), ("ngrams", 1)])
 def test_lit_trains_the_last_image_layers_and_the_text_tower_only(monkeypatch, text_tower, tuned_stages):
     """recipes/clip.py --lock-image: the published `clip` entry's image tower stays as it was but for its last layer

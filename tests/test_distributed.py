@@ -202,6 +202,7 @@ def steps():
     return json.loads(line[len("RESULTS "):])
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.multibackend
 @pytest.mark.parametrize("case", CASES)
@@ -222,6 +223,7 @@ def test_one_step_on_two_devices_equals_one_device_with_the_global_batch(steps, 
     assert result["stat_diff"] <= TOLERANCE, result  # batch norm's moving statistics: global-batch statistics
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("name", ["gather", "on_global_batch"])
 def test_without_the_global_batch_each_replica_would_see_only_its_rows(steps, name):
@@ -236,6 +238,7 @@ def test_without_the_global_batch_each_replica_would_see_only_its_rows(steps, na
     assert control["loss_diff"] > 1e-3 and control["grad_excess"] > 10, control
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_simclr_smoke_on_two_jax_devices_publishes_and_records_them(tmp_path):
     """`recipes/self_supervised.py --preset simclr --smoke --devices 2` on JAX with 2 virtual CPU devices: trains, publishes into --smoke's
@@ -256,6 +259,7 @@ def test_simclr_smoke_on_two_jax_devices_publishes_and_records_them(tmp_path):
     assert json.loads((tmp_path / "work" / "trained.json").read_text())["devices"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.multibackend
 def test_more_devices_than_the_machine_has_are_refused_with_the_way_to_get_them(tmp_path):

@@ -246,6 +246,7 @@ def test_retrieval_matches_naive_reference(metric):
         assert r[key] == pytest.approx(value), key
 
 
+@pytest.mark.slow
 def test_retrieval_large_is_chunked_and_bounded():
     n, dim = 20000, 64
     rng = np.random.default_rng(0)

@@ -18,6 +18,7 @@ from zoo.runtime import OnnxCLIP
 from zoo.runtime.contract import prepare
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node"
+pytestmark = pytest.mark.slow  # node, and an npm install on a fresh checkout
 
 
 @pytest.fixture(scope="module")

@@ -158,8 +158,9 @@ def test_smoke_trains_and_publishes_in_one_step_on_any_backend(tmp_path, monkeyp
         "entry": "protonet", "created": card.created, "sha256": card.files["embedder.keras"]}}
 
 
+# On TensorFlow only: what is backend-specific (a bfloat16 fit, then float32 layers) runs on JAX too in
+# test_training_paths' mixed-precision test; the card, trained.json and --trained checks are the same code.
 @pytest.mark.slow
-@pytest.mark.multibackend
 def test_precision_mixed_bfloat16_trains_in_16_bits_and_publishes_float32(tmp_path, monkeypatch):
     """protonet --smoke --precision mixed_bfloat16: the fit runs with bfloat16 layers, the card records the
     precision and the command, and what is evaluated and published computes in float32 (no bfloat16 in the ONNX
@@ -201,6 +202,7 @@ def test_precision_mixed_bfloat16_trains_in_16_bits_and_publishes_float32(tmp_pa
     assert again.training["precision"] == "mixed_bfloat16" and again.metrics == card.metrics
 
 
+@pytest.mark.slow
 def test_trained_refuses_another_config_tampered_or_missing_weights(tmp_path, monkeypatch):
     recipe = load_recipe("siamese_contrastive", monkeypatch)
     trained = tmp_path / "trained"
@@ -274,6 +276,7 @@ class Interrupted(Exception):
     """Stands for a kill arriving after an epoch's checkpoint was written."""
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_the_next_epoch(tmp_path, monkeypatch):
     recipe = load_recipe("face", monkeypatch)
     preset = recipe.PRESETS["facenet_triplet"]
@@ -311,6 +314,7 @@ def test_bad_class_counts_are_refused(tmp_path, monkeypatch):
         recipe.main(["--smoke", "--train-classes", "5000", "--root", str(tmp_path), "--workdir", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_ablation_smoke_writes_the_table_between_the_markers(tmp_path, monkeypatch):
     ablation = load_recipe("ablation_mining", monkeypatch)
     # Two rows keep the test short and still exercise both recipes (Triplet variants and softmax).
@@ -331,6 +335,7 @@ def test_ablation_smoke_writes_the_table_between_the_markers(tmp_path, monkeypat
         assert metrics["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_ssl_table_measures_the_published_entries_and_the_floor(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text("# Recipes\n\n<!-- other:start -->\nkept\n<!-- other:end -->\n")
@@ -354,6 +359,7 @@ def test_ssl_table_measures_the_published_entries_and_the_floor(tmp_path, monkey
     assert written.count("<!-- ssl:start -->") == 1 and "<!-- other:start -->\nkept\n<!-- other:end -->" in written
 
 
+@pytest.mark.slow
 def test_clip_shift_table_measures_the_clean_split_as_the_card_and_shifts_it(tmp_path, monkeypatch):
     shift = load_recipe("clip_shift", monkeypatch)
     root = tmp_path / "zoo"

@@ -173,24 +173,9 @@ def test_import_registry_imports_neither_keras_nor_tensorflow():
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory):
-    """A published tiny embedder: (root, model)."""
-    import keras
-
-    from zoo.export import publish
-
-    keras.utils.set_random_seed(0)
-    images = keras.Input((12, 12, 1), name="images")
-    x = keras.layers.Rescaling(1 / 255)(images)
-    x = keras.layers.Conv2D(3, 3)(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(5)(x)
-    model = keras.Model(images, keras.layers.UnitNormalization()(x))
-    root = tmp_path_factory.mktemp("exports")
-    card = dict(method="Triplet", dataset="synthetic", splits={}, primary_metric="accuracy", protocol="verification",
-                recipe="-", paper="-", data_license="CC0-1.0")
-    publish("tiny", model, card=card, metrics={"accuracy": 0.5}, int8=False, root=root)
-    return root, model
+def published(tiny_entry):
+    """The session's published tiny embedder (tests/conftest.py): (root, model)."""
+    return tiny_entry.root, tiny_entry.model
 
 
 @pytest.fixture
@@ -205,7 +190,7 @@ def test_load_gives_the_published_model(published):
     root, model = published
     assert registry.list_models(root) == ["tiny"]
     loaded = registry.load("tiny", root=root)
-    x = np.random.default_rng(0).integers(0, 256, (4, 12, 12, 1)).astype(np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), rtol=0, atol=1e-6)
     with pytest.raises(KeyError, match="no tower 'text_encoder'"):
         registry.load("tiny", tower="text_encoder", root=root)

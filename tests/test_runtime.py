@@ -66,14 +66,14 @@ _COMMON = dict(metrics={"accuracy": 0.5}, int8=False)
 
 
 @pytest.fixture(scope="session")
-def zoo_root(tmp_path_factory):
-    """A zoo root with a tiny image embedder ("tiny") and a tiny two-tower CLIP ("tiny_clip")."""
+def zoo_root(tiny_entry, tmp_path_factory):
+    """A zoo root with a tiny image embedder ("tiny": a copy of the session's, tests/conftest.py, 8x8x3 -> 4 with
+    threshold 0.9) and a tiny two-tower CLIP ("tiny_clip")."""
     from zoo.export import publish
 
     root = tmp_path_factory.mktemp("exports")
-    embedder = _image_tower(0)
-    publish("tiny", {"embedder": embedder}, card={**_CARD, "method": "Triplet", "protocol": "verification"},
-            threshold=THRESHOLD, root=root, **_COMMON)
+    shutil.copytree(tiny_entry.folder, root / "tiny")
+    embedder = tiny_entry.model
     image, text = _image_tower(1, "image_encoder"), _text_tower(2)
     extras = {"context_length": CONTEXT, "logit_scale": LOGIT_SCALE, "tokenizer": "byte"}
     publish("tiny_clip", {"image_encoder": image, "text_encoder": text},

@@ -77,6 +77,7 @@ def test_images_past_the_budget_are_refused_from_their_header(server, drawing):
         assert time.perf_counter() - start < 2
 
 
+@pytest.mark.slow
 def test_a_request_decodes_its_files_one_at_a_time(server, drawing):
     photo = flat_png(2800, 2800, "RGB", 90)  # 7.8 Mpx, 23.5 MB decoded
     files = [("gallery_files", (f"g{i}.png", photo, "image/png")) for i in range(12)]

@@ -249,6 +249,7 @@ def _chromium():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+@pytest.mark.slow
 def test_the_page_verifies_two_photos_in_headless_chromium(server, files, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
