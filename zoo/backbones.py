@@ -383,3 +383,110 @@ def face_resnet(widths, embedding_dim):
     """
     return small_resnet((48, 48, 3), widths=tuple(int(w) for w in widths.split("-")), output_dim=embedding_dim,
                         name="face_encoder")
+
+
+# dlib's face ResNet (`dnn_face_recognition_ex`): its input layer subtracts these channel means (R, G, B) and divides
+# by 256; the converter reads them from the model file and checks them against these.
+DLIB_FACE_MEAN = (122.782, 117.001, 104.298)
+DLIB_FACE_SIDE = 150
+# (width, residual blocks) of each level, input side first; every level after the first starts with a block that
+# halves the map (dlib's `ares_down`).
+DLIB_FACE_LEVELS = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
+
+
+@register
+class ChannelAffine(layers.Layer):
+    """A per-channel scale and shift, `x * gamma + beta`: dlib's `affine` layer.
+
+    dlib trains with batch normalisation and serves with `affine`, the normalisation's statistics folded into
+    gamma and beta; fine-tuning from such weights keeps it as it is (as a frozen batch norm would).
+
+    Reference:
+        King 2009, "Dlib-ml: A Machine Learning Toolkit", JMLR 10 (dlib/dnn/layers.h, `affine_`).
+    """
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+
+    def call(self, x):
+        return x * ops.cast(self.gamma, x.dtype) + ops.cast(self.beta, x.dtype)
+
+
+@register
+class PaddedAdd(layers.Layer):
+    """The sum of two (B, H, W, C) maps of different sizes, the smaller zero-padded at the end of each axis.
+
+    This is how dlib's `add_prev` adds a residual branch to a shortcut of another size: where the stride-2
+    branch gives 3x3 and the 2x2 average-pooled shortcut 4x4, or the branch has more channels, the output
+    takes the larger size and the missing rows, columns and channels count as zeros.
+
+    Reference:
+        King 2009, "Dlib-ml: A Machine Learning Toolkit", JMLR 10 (dlib/dnn/layers.h, `add_prev_`).
+    """
+
+    def call(self, inputs):
+        a, b = inputs
+        target = [max(int(a.shape[i]), int(b.shape[i])) for i in (1, 2, 3)]
+
+        def grow(x):
+            pads = [[0, 0]] + [[0, t - int(s)] for t, s in zip(target, x.shape[1:])]
+            return ops.pad(x, pads) if any(p[1] for p in pads) else x
+
+        return grow(a) + grow(b)
+
+    def compute_output_shape(self, input_shapes):
+        a, b = input_shapes
+        return (a[0], *(max(int(x), int(y)) for x, y in zip(a[1:], b[1:])))
+
+
+def _dlib_residual(x, width, down, names):
+    """dlib's `ares` (down=False) or `ares_down` block: conv, affine, ReLU, conv, affine, added to the input
+    (2x2 average-pooled when `down`), then ReLU. dlib pads a stride-1 3x3 conv by 1 and a stride-2 one not at all."""
+    y = layers.Conv2D(width, 3, strides=2 if down else 1, padding="valid" if down else "same", name=next(names))(x)
+    y = layers.ReLU()(ChannelAffine(name=next(names))(y))
+    y = layers.Conv2D(width, 3, padding="same", name=next(names))(y)
+    y = ChannelAffine(name=next(names))(y)
+    shortcut = layers.AveragePooling2D(2, strides=2, padding="valid")(x) if down else x
+    same = tuple(shortcut.shape[1:]) == tuple(y.shape[1:])
+    return layers.ReLU()((layers.Add() if same else PaddedAdd())([shortcut, y]))
+
+
+def dlib_face_resnet(side=DLIB_FACE_SIDE, mean=DLIB_FACE_MEAN, embedding_dim=128, name="dlib_face_resnet"):
+    """The network of dlib's `dnn_face_recognition_ex` (dlib_face_recognition_resnet_model_v1): raw RGB pixels
+    0..255 of a 150x150 face chip -> its (B, 128) descriptor, before any normalisation.
+
+    A 7x7/2 conv (no padding), affine, ReLU and 3x3/2 max pooling; 14 residual blocks in five levels (32, 64,
+    128, 256, 256 channels; 3, 4, 3, 3, 1 blocks); global average pooling and a 128-unit linear layer without
+    bias. The input layer is dlib's `input_rgb_image`: `(pixel - mean) / 256` per channel. Its weights come
+    from `zoo.convert.dlib`; the layers that hold weights are named `conv_NN`, `affine_NN` (in dlib's order,
+    input first) and `fc`.
+
+    Args:
+        side: int. chip side in pixels (dlib's model: 150).
+        mean: tuple of 3 floats. the input layer's R, G, B means.
+        embedding_dim: int. outputs of the last linear layer (dlib's model: 128).
+        name: str. model name.
+
+    Reference:
+        King 2017, dlib_face_recognition_resnet_model_v1 (dlib-models; dlib's examples/dnn_face_recognition_ex.cpp):
+        "a ResNet network with 29 conv layers ... a version of the ResNet-34 network from the paper Deep Residual
+        Learning for Image Recognition by He, Zhang, Ren, and Sun with a few layers removed and the number of
+        filters per layer reduced by half".
+    """
+    import itertools
+
+    counter = itertools.count(1)
+    names = (f"{kind}_{i:02d}" for i in counter for kind in ("conv", "affine"))
+    images = keras.Input((side, side, 3), name="images")
+    x = layers.Rescaling(1.0 / 256.0, [-float(m) / 256.0 for m in mean], name="input_rgb")(images)
+    x = layers.Conv2D(DLIB_FACE_LEVELS[0][0], 7, strides=2, padding="valid", name=next(names))(x)
+    x = layers.ReLU()(ChannelAffine(name=next(names))(x))
+    x = layers.MaxPooling2D(3, strides=2, padding="valid")(x)
+    for level, (width, blocks) in enumerate(DLIB_FACE_LEVELS):
+        for block in range(blocks):
+            x = _dlib_residual(x, width, down=level > 0 and block == 0, names=names)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(embedding_dim, use_bias=False, name="fc")(x)
+    return keras.Model(images, x, name=name)
