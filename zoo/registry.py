@@ -27,6 +27,8 @@ EXPORTS_DIR = entries.EXPORTS_DIR
 TOWER_INPUTS = {"images": "float32", "token_ids": "int32"}
 _TOWER_KEYS = ("input", "shape", "dtype", "onnx", "keras", "saved_model")
 _INT8_KEYS = ("fp32", "int8", "kept", "calibration_images")
+# What the card of a converted entry says of its weights' origin.
+SOURCE_KEYS = ("package", "version", "file", "sha256", "licence", "reported")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +66,9 @@ class Card:
         preprocessing: dict | None. the preprocessing contract: how a decoded image file becomes the image
             input (colour, alpha background, ink, face alignment or crop, fit, resize); see `zoo.runtime.contract`.
             None on cards published before the contract.
+        source: dict | None. for an entry converted from weights a registry package ships (`zoo.convert`): {"package",
+            "version", "file", "sha256", "licence", "reported"} (where the weights come from and what their authors
+            report); None for entries trained here.
         files: dict. relative path -> sha256 of every other file in the folder.
     """
 
@@ -89,6 +94,7 @@ class Card:
     int8: dict | None = None
     extras: dict = dataclasses.field(default_factory=dict)
     preprocessing: dict | None = None
+    source: dict | None = None
     files: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -132,6 +138,10 @@ class Card:
             raise ValueError(f"{where}: created must be an ISO-8601 time, got {self.created!r}") from None
         if self.preprocessing is not None:
             _check_preprocessing(where, self.preprocessing, self.input_shape)
+        if self.source is not None:
+            missing = [k for k in SOURCE_KEYS if k not in self.source] if isinstance(self.source, dict) else SOURCE_KEYS
+            if missing:
+                raise ValueError(f"{where}: source must be None or a dict with keys {list(SOURCE_KEYS)}; lacks {missing}")
         if not self.towers:
             raise ValueError(f"{where}: towers must list at least one tower")
         for role, tower in self.towers.items():
@@ -176,9 +186,12 @@ class Card:
         return cls(**data)
 
     def to_dict(self) -> dict:
-        """The card as a JSON-ready dict (input_shape as a list), in field order."""
+        """The card as a JSON-ready dict (input_shape as a list), in field order; `source` only where there is one
+        (the cards of entries trained here stay as they were written)."""
         data = dataclasses.asdict(self)
         data["input_shape"] = list(self.input_shape)
+        if data["source"] is None:
+            del data["source"]
         return data
 
     def to_json(self) -> str:

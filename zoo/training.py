@@ -118,7 +118,7 @@ def parse_config(config_cls, smoke_overrides=None, argv=None, description=None):
 
         args.parent = parent_entry(args.init)
         fields = {f.name for f in dataclasses.fields(config_cls)} - {"name"}
-        values.update({k: v for k, v in (args.parent["card"].training.get("config") or {}).items() if k in fields})
+        values.update({k: v for k, v in _parent_config(args.parent["card"]).items() if k in fields})
     values.update((smoke_overrides or {}) if args.smoke else {})
     values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
                    if getattr(args, f.name) is not None})
@@ -146,12 +146,22 @@ def parse_config(config_cls, smoke_overrides=None, argv=None, description=None):
 
 
 def _parent_preset(init, presets):
-    """The preset named by the recipe command of the entry `init` (for `--init ENTRY` without `--preset`)."""
+    """The preset named by the recipe command of the entry `init` (for `--init ENTRY` without `--preset`); for an
+    entry converted rather than trained here, whose command is its import script, the preset its card names for
+    fine-tuning (`training.fine_tune.preset`)."""
     from zoo.finetune import parent_entry
 
-    command = parent_entry(init)["card"].recipe.split()
+    card = parent_entry(init)["card"]
+    command = card.recipe.split()
     preset = command[command.index("--preset") + 1] if "--preset" in command[:-1] else None
+    preset = preset or (card.training.get("fine_tune") or {}).get("preset")
     return preset if preset in presets else None
+
+
+def _parent_config(card) -> dict:
+    """The config a fine-tune from `card` starts from: its training config, or for a converted entry the one its
+    card names for fine-tuning (`training.fine_tune.config`: e.g. the backbone that holds its weights)."""
+    return card.training.get("config") or (card.training.get("fine_tune") or {}).get("config") or {}
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")

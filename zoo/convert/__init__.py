@@ -6,21 +6,3 @@ A converter reads the source file itself (no source framework needed), builds th
 source framework's own outputs is checked by the import recipes (`recipes/import_*.py`), which also record the
 file's package, version, sha256 and licence in the card's `source`.
 """
-
-import hashlib
-from pathlib import Path
-
-__all__ = ["file_sha256"]
-
-
-def file_sha256(path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks.
-
-    Args:
-        path: str | Path. the file.
-    """
-    digest = hashlib.sha256()
-    with open(Path(path), "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

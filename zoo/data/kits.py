@@ -150,11 +150,35 @@ def face_data(args, config) -> tuple[dict, dict, dict, dict | None]:
     """The face recipes' data: (train, held_out, preprocessing, record). LFW's train and test identities, or
     with --data the user's folder aligned by the contract (the parent's with --init) and split by class."""
     train, test = lfw_splits(config.identities)
+    shape = (config.side, config.side, 3)
     if args.parent is not None and args.parent["card"].preprocessing:
         preprocessing = args.parent["card"].preprocessing
+    elif config.side != train["images"].shape[1]:
+        raise ValueError(f"--side {config.side}: only a parent entry's contract (--init ENTRY, e.g. dlib_resnet) "
+                         f"says how photos become {config.side}x{config.side} inputs; the LFW crops are "
+                         f"{train['images'].shape[1]}x{train['images'].shape[2]}")
     else:  # files reach the model as the training crops did: faces aligned onto the crops' mean landmarks
         preprocessing = lfw_preprocessing(lfw_splits()[0]["images"], 16 if args.smoke else 256)
     from zoo.finetune import user_data
 
-    own = user_data(args, (48, 48, 3), preprocessing, seed=config.seed)
-    return (own[0], own[1], preprocessing, own[2]) if own else (train, test, preprocessing, None)
+    own = user_data(args, shape, preprocessing, seed=config.seed)
+    if own:
+        return own[0], own[1], preprocessing, own[2]
+    if shape[0] != train["images"].shape[1]:  # another input size: LFW's photos through the contract
+        train = lfw_through("train", preprocessing, shape, config.identities)
+        test = lfw_through("test", preprocessing, shape)
+    return train, test, preprocessing, None
+
+
+def lfw_through(split, contract, shape, identities=0) -> dict:
+    """LFW's `split` at another input size than the bundled crops: its rows (for train, those of `lfw_splits`:
+    the first `identities` identities, 0: all, labels 0..C-1) as rebuilt 250x250 photos through `contract`
+    (`zoo.data.originals.prepared`). {"images", "labels"}."""
+    import zoo.data
+    from zoo.data.originals import prepared
+
+    labels = zoo.data.load("lfw", split)["labels"]
+    if split == "train":
+        labels = np.unique(labels, return_inverse=True)[1]  # as lfw_splits numbers them
+    rows = np.flatnonzero(labels < identities) if identities else np.arange(len(labels))
+    return {"images": prepared("lfw", split, contract, shape, rows)["images"], "labels": np.asarray(labels)[rows]}

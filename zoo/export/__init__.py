@@ -42,7 +42,7 @@ __all__ = ["publish", "reexport", "exporters", "quantize", "int8_gate", "full_ra
 
 # The card's static fields a recipe passes as data (`card=`); see `zoo.registry.Card`.
 CARD_FIELDS = ("method", "dataset", "splits", "protocol", "primary_metric", "recipe", "paper", "data_license",
-               "anchor", "extras", "preprocessing", "trained_with_labels")
+               "anchor", "extras", "preprocessing", "trained_with_labels", "source")
 _REQUIRED = CARD_FIELDS[:8]
 # Caller's backend (e.g. JAX) vs the same .keras on TensorFlow: different kernels, so float32 round-off differs.
 CROSS_BACKEND_ATOL = 1e-4

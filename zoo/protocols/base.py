@@ -122,18 +122,33 @@ def gate_metric(card, embed_fn, data=None, embed_text=None) -> float:
     return for_card(card).gate_value(card, embed_fn, data, embed_text)
 
 
-def _load(spec, shape) -> dict:
+def _load(spec, shape, contract=None, count=None, seed=0) -> dict:
     """A bundled split named "dataset/split" at the entry's input shape, with what the split brings for the
-    protocols (`zoo.data.held_out_extras`: Lake's runs, category descriptions)."""
+    protocols (`zoo.data.held_out_extras`: Lake's runs, category descriptions).
+
+    Where the bundled arrays are not of the entry's shape and the entry is a face entry (its contract has a
+    `face`), the split's photos (LFW's rebuilt 250x250 frames, ORL's originals) go through the contract
+    (`zoo.data.originals.prepared`): the entry sees its held-out faces as `zoo embed` would. With `count`, a
+    seeded sample of that many rows (`seeded_sample`'s rows), prepared alone.
+    """
     import zoo.data
+    from zoo.data import originals
 
     if not (isinstance(spec, str) and spec.count("/") == 1):
         raise ValueError(f"expected a split named 'dataset/split', got {spec!r}")
     name, split = spec.split("/")
     h, w, c = shape
     data = zoo.data.load(name, split, size=h if zoo.data.sized(name) else None)
+    rows = None if count is None else _sample_rows(len(data["images"]), count, seed)
     if data["images"].shape[1:] != (h, w, c):
-        raise ValueError(f"images of {spec} are {data['images'].shape[1:]}; the embedder expects {(h, w, c)}")
+        if not ((contract or {}).get("face") and name in originals.PHOTO_SETS):
+            raise ValueError(f"images of {spec} are {data['images'].shape[1:]}; the embedder expects {(h, w, c)}")
+        ready = originals.prepared(name, split, contract, shape, rows)
+        data = {**data, "images": ready["images"], "labels": ready["labels"], "no_face": ready["no_face"]}
+        return {**{k: v for k, v in data.items() if k in ("images", "labels", "no_face", "identity_names")},
+                **zoo.data.held_out_extras(spec, size=h)}
+    if rows is not None:
+        data = {**data, "images": data["images"][rows], "labels": data["labels"][rows]}
     return {**data, **zoo.data.held_out_extras(spec, size=h)}
 
 
@@ -152,23 +167,29 @@ def check_gate_splits(splits, keys=("train", "test")) -> None:
 
 
 def test_data(card) -> dict:
-    """The entry's held-out split (`card.splits["test"]`) at its input shape."""
-    return _load(card.splits.get("test"), card.input_shape)
+    """The entry's held-out split (`card.splits["test"]`) at its input shape (through its contract where the
+    bundled arrays are of another size, see `_load`)."""
+    return _load(card.splits.get("test"), card.input_shape, card.preprocessing)
 
 
 def train_images(card, count=CALIBRATION_COUNT, seed=0) -> np.ndarray:
     """A seeded sample of `count` images of the entry's training split, float32 (N, H, W, C), e.g. to
     calibrate int8. With several training sets ("emoji/train + coco_mini/train"), the first one."""
     spec = str(card.splits.get("train", "")).split("+")[0].strip()
-    return seeded_sample(_load(spec, card.input_shape)["images"], count, seed)
+    return _load(spec, card.input_shape, card.preprocessing, count=count, seed=seed)["images"].astype(np.float32)
+
+
+def _sample_rows(n, count=CALIBRATION_COUNT, seed=0) -> np.ndarray:
+    """The rows `seeded_sample` keeps of `n` rows."""
+    if n <= count:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, count, replace=False))
 
 
 def seeded_sample(images, count=CALIBRATION_COUNT, seed=0) -> np.ndarray:
     """Up to `count` rows of `images` drawn without replacement by `seed`, in their order, as float32."""
     images = np.asarray(images)
-    if len(images) > count:
-        images = images[np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))]
-    return images.astype(np.float32)
+    return images[_sample_rows(len(images), count, seed)].astype(np.float32)
 
 
 def embed_all(embed_fn, images) -> np.ndarray:
