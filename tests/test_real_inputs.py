@@ -210,12 +210,19 @@ def test_detector_refuses_tampered_weights(tmp_path):
 
 
 def original_files(card, folder):
-    """8 held-out images of the entry's test split as files in their original format, and the bundled arrays
-    the model was evaluated on: Omniglot 105x105 PNGs, emoji RGBA PNGs, LFW crops as PNGs."""
+    """8 held-out images of the entry's test split as files in their original format, and the arrays the model
+    was evaluated on: Omniglot 105x105 PNGs, emoji RGBA PNGs, LFW crops as PNGs; for a face entry at another
+    side than the bundled crops (dlib_resnet), the rebuilt photos and the same photos through its contract."""
+    from zoo.data import originals
+
     dataset, split = card.splits["test"].split("/")
     if dataset == "omniglot":
         files, arrays = zoo.data.load(dataset, split, size=105)["images"][:160:20], \
             zoo.data.load(dataset, split)["images"][:160:20]
+    elif zoo.data.load(dataset, split)["images"].shape[1:] != card.input_shape:
+        rows = np.arange(0, 160, 20)
+        files = originals.photos(dataset, split, rows)["images"]
+        arrays = originals.prepared(dataset, split, card.preprocessing, card.input_shape, rows)["images"]
     else:
         arrays = zoo.data.load(dataset, split)["images"][:160:20]
         files = emoji_rgba(arrays) if dataset == "emoji" else arrays
