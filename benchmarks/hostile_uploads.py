@@ -4,7 +4,8 @@
 
 Each probe is sent to a fresh `zoo serve` (run from `--checkout`, default this one, so an older commit can be
 measured beside this one) on a loopback port. The server's peak resident memory is the kernel's VmHWM,
-reset before each probe, after a small verify and search have loaded the entries; a watcher kills the server past 4 GB (then the row says "killed"). Probes:
+reset before each probe, after a small verify and search have loaded the entries; a watcher kills the
+server past 4 GB (then the row says "killed"). Probes:
 
     gif_screen          /api/search (protonet): a 35-byte GIF, one 1x1 frame on a 13000x13000 screen, as query
     flat_png_13000      /api/search (protonet): a 13000x13000 grey PNG (190 KB) as query

@@ -3,7 +3,8 @@
     from zoo.probes import ServerProcess, gif_screen, zip_bomb
     with ServerProcess(["--galleries", "G"]) as server:
         server.reset_peak()
-        httpx.post(server.url + "/api/search", data={"entry": "protonet"}, files={"query": ("q.gif", gif_screen(13000))})
+        httpx.post(server.url + "/api/search", data={"entry": "protonet"},
+                   files={"query": ("q.gif", gif_screen(13000))})
         server.peak_rss(), server.rss()
 
 The files are small on the wire and large once decoded or unpacked: a GIF whose logical screen is far larger

@@ -37,7 +37,8 @@ from .zero_shot import ZeroShot, image_text_retrieval, prompt_ensemble, words, z
 GATE_METRICS = {name: get(name).gate for name in (*names(), *ALIASES) if get(name).gate}
 
 __all__ = ["Protocol", "register", "get", "canonical", "for_card", "names", "headline", "held_out", "gate_metric",
-           "ALIASES", "verification", "few_shot", "folder_few_shot", "zero_shot", "image_text_retrieval", "copy_retrieval",
+           "ALIASES", "verification", "few_shot", "folder_few_shot", "zero_shot", "image_text_retrieval",
+           "copy_retrieval",
            "prompt_ensemble", "words", "test_data", "train_images", "seeded_sample", "check_gate_splits",
            "FEW_SHOT_SETTINGS", "FEW_SHOT_QUERIES", "FEW_SHOT_EPISODES", "CALIBRATION_COUNT", "Verification",
            "FewShot", "ZeroShot", "CopyRetrieval", "GATE_METRICS"]

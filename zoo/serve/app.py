@@ -175,8 +175,8 @@ def _verdict(same, distance, threshold) -> str:
                          f"{threshold:.3f}.")
 
 
-def create_app(root=None, galleries=None, *, max_bytes=limits.MAX_REQUEST_BYTES, max_files=limits.MAX_FILES, max_pixels=limits.MAX_PIXELS,
-               allowed_hosts=limits.LOOPBACK):
+def create_app(root=None, galleries=None, *, max_bytes=limits.MAX_REQUEST_BYTES, max_files=limits.MAX_FILES,
+               max_pixels=limits.MAX_PIXELS, allowed_hosts=limits.LOOPBACK):
     """The FastAPI app of `zoo serve` over the zoo at `root`, with server galleries under `galleries`.
 
     Args:
@@ -331,6 +331,6 @@ def serve(host="127.0.0.1", port=8000, root=None, galleries=None, *, max_pixels=
         print(f"zoo serve: warning: listening on {host}, reachable from other machines; the page has no "
               "authentication (use --host 127.0.0.1 to keep it local)", file=sys.stderr)
     names = set(limits.LOOPBACK) | set(allowed_hosts) | ({host} if host not in ("0.0.0.0", "::", "") else set())
-    uvicorn.run(create_app(root, galleries, max_pixels=max_pixels or limits.MAX_PIXELS, allowed_hosts=names), host=host, port=port,
-                log_level="warning", http=protocol_with_header_timeout(), timeout_keep_alive=5,
-                limit_concurrency=64)
+    app = create_app(root, galleries, max_pixels=max_pixels or limits.MAX_PIXELS, allowed_hosts=names)
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=protocol_with_header_timeout(),
+                timeout_keep_alive=5, limit_concurrency=64)

@@ -41,8 +41,8 @@ def _support_labels(labels, count) -> list:
         value = None
     if not (isinstance(value, list) and len(value) == count
             and all(isinstance(v, str) and v.strip() and len(v) <= limits.MAX_LABEL_CHARS for v in value)):
-        raise Refused(400, f"labels must be a JSON list of {count} class names (strings of 1 to {limits.MAX_LABEL_CHARS} "
-                            f"characters), one per support file; got {_shown(labels)!r}")
+        raise Refused(400, f"labels must be a JSON list of {count} class names (strings of 1 to "
+                           f"{limits.MAX_LABEL_CHARS} characters), one per support file; got {_shown(labels)!r}")
     return value
 
 
@@ -143,7 +143,8 @@ class Uploads:
                                             f"{limits.MAX_ZIP_MEMBER_BYTES // 2**20} MB, the zip "
                                             f"{limits.MAX_ZIP_TOTAL_BYTES // 2**20} MB)")
                     if size > 2**20 and size > limits.MAX_ZIP_RATIO * max(member.compress_size, 1):
-                        raise Refused(413, f"{shown}: expands more than {limits.MAX_ZIP_RATIO} times; not an image file")
+                        raise Refused(413, f"{shown}: expands more than {limits.MAX_ZIP_RATIO} times; "
+                                           "not an image file")
                     chunks.append(chunk)
         except Refused:
             raise
